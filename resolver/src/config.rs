@@ -1,0 +1,650 @@
+//! The resolver's configuration: TOML in, one typed [`Config`] out.
+//!
+//! Parsing is two steps: serde reads the file into `Raw*` structs
+//! (`deny_unknown_fields`, so a typo is an error, not a silent default), then
+//! [`Config::from_raw`] checks what serde cannot (references between tables,
+//! duplicates, ranges). Either step's error names the file, the line and the
+//! field, and nothing is bound before the whole file is accepted.
+//! `configs/resolver.toml` is the commented reference.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anycast_proto::{AnycastName, Zone};
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::groups::{AnswerMode, Group, Member};
+
+/// Port of the DNS listener when the file names none (5353 belongs to mDNS).
+pub const DEFAULT_DNS_PORT: u16 = 5300;
+
+/// The whole configuration, validated and typed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// DNS listeners and their limits.
+    pub dns: DnsConfig,
+    /// The HTTP listener (push receiver, admin and status API in later issues).
+    pub http: HttpConfig,
+    /// Forwarding of names outside the anycast zones.
+    pub forward: ForwardConfig,
+    /// The anycast zones, each with its settings.
+    pub zones: Vec<ZoneConfig>,
+    /// The statically configured groups.
+    pub groups: Vec<GroupConfig>,
+}
+
+/// DNS transport settings.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Each address is served over both UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    /// UDP requests being answered at once; past it, datagrams are dropped.
+    pub max_inflight_udp: usize,
+    /// Open TCP connections; past it, new connections are closed at once.
+    pub max_tcp_connections: usize,
+    /// A TCP connection that sends no complete request for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Largest UDP response we send, whatever the client advertises
+    /// (1232 avoids IP fragmentation, per DNS Flag Day 2020).
+    pub udp_payload: u16,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Loopback by default: the API it will carry is for operators.
+    pub listen: SocketAddr,
+}
+
+/// Forwarding settings.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Upstream DNS servers; empty means the system's (`/etc/resolv.conf`).
+    pub upstreams: Vec<SocketAddr>,
+    /// Clients allowed to recurse. Everyone else gets REFUSED for names
+    /// outside the anycast zones, so the resolver is never an open resolver.
+    pub allow: Vec<IpNet>,
+    /// Entries in the forwarding cache.
+    pub cache_size: u64,
+    /// Time to wait for upstream before answering SERVFAIL.
+    pub timeout: Duration,
+}
+
+/// One anycast zone.
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// The zone's name.
+    pub name: Zone,
+    /// TTL of negative answers (NXDOMAIN, NODATA) under the zone, in seconds.
+    pub negative_ttl: u32,
+}
+
+/// One statically configured group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `<service>.<zone>`.
+    pub name: AnycastName,
+    /// Answer TTL in seconds.
+    pub ttl: u32,
+    /// One address or the whole set.
+    pub answer: AnswerMode,
+    /// The members.
+    pub members: Vec<Member>,
+}
+
+impl GroupConfig {
+    /// The runtime group this configuration describes.
+    pub fn to_group(&self) -> Group {
+        Group::new(
+            self.name.clone(),
+            self.ttl,
+            self.answer,
+            self.members.clone(),
+        )
+    }
+}
+
+/// A configuration that cannot be used, with where it went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{}:{line}:{column}: {field}{message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// `field `x` in [table]: `, or empty when no field applies.
+        field: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |span: Option<Range<usize>>, message: String| {
+            let at = Location::of(text, span);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line: at.line,
+                column: at.column,
+                field: at.field,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_owned()))?;
+        Config::from_raw(raw).map_err(|(span, message)| invalid(Some(span), message))
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, (Range<usize>, String)> {
+        let RawConfig {
+            dns,
+            http,
+            forward,
+            zones: raw_zones,
+            groups: raw_groups,
+        } = raw;
+
+        let dns = DnsConfig {
+            listen: positive_list(dns.listen, "listen at least one address")?,
+            max_inflight_udp: positive(dns.max_inflight_udp)?,
+            max_tcp_connections: positive(dns.max_tcp_connections)?,
+            tcp_idle_timeout: positive_duration(dns.tcp_idle_timeout)?,
+            udp_payload: {
+                let span = dns.udp_payload.span();
+                let value = dns.udp_payload.into_inner();
+                if !(512..=4096).contains(&value) {
+                    return Err((span, format!("{value} is outside 512..=4096")));
+                }
+                value
+            },
+        };
+
+        let forward = ForwardConfig {
+            upstreams: forward.upstreams.into_iter().map(|u| u.0).collect(),
+            allow: forward.allow,
+            cache_size: forward.cache_size,
+            timeout: positive_duration(forward.timeout)?,
+        };
+
+        let mut zones: Vec<ZoneConfig> = Vec::new();
+        for raw in raw_zones {
+            let span = raw.name.span();
+            let name = Zone::new(raw.name.get_ref()).map_err(|e| (span.clone(), e.to_string()))?;
+            if zones.iter().any(|z| z.name == name) {
+                return Err((span, format!("zone {name} is defined twice")));
+            }
+            zones.push(ZoneConfig {
+                name,
+                negative_ttl: raw.negative_ttl,
+            });
+        }
+
+        let mut groups: Vec<GroupConfig> = Vec::new();
+        for raw in raw_groups {
+            let zone = match &raw.zone {
+                Some(z) => {
+                    let wanted = Zone::new(z.get_ref()).map_err(|e| (z.span(), e.to_string()))?;
+                    zones
+                        .iter()
+                        .find(|c| c.name == wanted)
+                        .map(|c| c.name.clone())
+                        .ok_or_else(|| {
+                            (z.span(), format!("zone {wanted} is not defined by any [[zone]]"))
+                        })?
+                }
+                None => match zones.as_slice() {
+                    [only] => only.name.clone(),
+                    _ => {
+                        return Err((
+                            raw.service.span(),
+                            "this group needs `zone = ...`: there is not exactly one [[zone]]"
+                                .to_owned(),
+                        ));
+                    }
+                },
+            };
+            let span = raw.service.span();
+            let name = AnycastName::new(raw.service.get_ref(), None, zone)
+                .map_err(|e| (span.clone(), e.to_string()))?;
+            if groups.iter().any(|g| g.name == name) {
+                return Err((span, format!("group {name} is defined twice")));
+            }
+            let mut members: Vec<Member> = Vec::new();
+            for m in raw.members {
+                let span = m.address.span();
+                let address = m.address.into_inner();
+                let member = Member {
+                    address,
+                    port: m.port,
+                    probe: match m.probe {
+                        Some(url) => {
+                            let span = url.span();
+                            let url = url.into_inner();
+                            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                                return Err((span, format!("{url:?} is not an http(s) URL")));
+                            }
+                            url
+                        }
+                        None => default_probe_url(SocketAddr::new(address, m.port)),
+                    },
+                    cost: m.cost,
+                    weight: positive(m.weight)?,
+                };
+                if members.iter().any(|o| o.endpoint() == member.endpoint()) {
+                    return Err((
+                        span,
+                        format!("member {} is listed twice in {name}", member.endpoint()),
+                    ));
+                }
+                members.push(member);
+            }
+            groups.push(GroupConfig {
+                name,
+                ttl: raw.ttl,
+                answer: raw.answer,
+                members,
+            });
+        }
+
+        Ok(Config {
+            dns,
+            http: HttpConfig { listen: http.listen },
+            forward,
+            zones,
+            groups,
+        })
+    }
+}
+
+/// Where a member serves its probe file when the config names no URL.
+pub fn default_probe_url(endpoint: SocketAddr) -> String {
+    format!("http://{endpoint}/.well-known/anycast-probe.json")
+}
+
+fn positive<T: Default + PartialEq + Copy + std::fmt::Display>(
+    v: Spanned<T>,
+) -> Result<T, (Range<usize>, String)> {
+    if *v.get_ref() == T::default() {
+        return Err((v.span(), "must be greater than zero".to_owned()));
+    }
+    Ok(v.into_inner())
+}
+
+fn positive_duration(v: Spanned<HumanDuration>) -> Result<Duration, (Range<usize>, String)> {
+    if v.get_ref().0.is_zero() {
+        return Err((v.span(), "must be longer than zero".to_owned()));
+    }
+    Ok(v.into_inner().0)
+}
+
+fn positive_list<T>(v: Spanned<Vec<T>>, what: &str) -> Result<Vec<T>, (Range<usize>, String)> {
+    if v.get_ref().is_empty() {
+        return Err((v.span(), what.to_owned()));
+    }
+    Ok(v.into_inner())
+}
+
+/// A position in the config text, with the field and table it falls in.
+struct Location {
+    line: usize,
+    column: usize,
+    field: String,
+}
+
+impl Location {
+    fn of(text: &str, span: Option<Range<usize>>) -> Location {
+        let Some(span) = span else {
+            return Location {
+                line: 1,
+                column: 1,
+                field: String::new(),
+            };
+        };
+        let start = span.start.min(text.len());
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        let this_line = text[line_start..].lines().next().unwrap_or("");
+        let key = this_line
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let table = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.split('#').next().unwrap_or(l).trim());
+        let field = match (key, table) {
+            (Some(k), Some(t)) => format!("field `{k}` in {t}: "),
+            (Some(k), None) => format!("field `{k}`: "),
+            (None, Some(t)) => format!("in {t}: "),
+            (None, None) => String::new(),
+        };
+        Location {
+            line,
+            column,
+            field,
+        }
+    }
+}
+
+/// A duration written as `"10s"`, `"500ms"` or `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(HumanDuration)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration (write e.g. \"500ms\", \"10s\" or \"2m\")"
+                ))
+            })
+    }
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// An upstream written as `"IP"` (port 53) or `"IP:port"`.
+#[derive(Debug, Clone, Copy)]
+struct Upstream(SocketAddr);
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Upstream(addr));
+        }
+        text.parse::<IpAddr>()
+            .map(|ip| Upstream(SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not an upstream address (write \"IP\" or \"IP:port\")"
+                ))
+            })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    forward: RawForward,
+    #[serde(default, rename = "zone")]
+    zones: Vec<RawZone>,
+    #[serde(default, rename = "group")]
+    groups: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDns {
+    listen: Spanned<Vec<SocketAddr>>,
+    max_inflight_udp: Spanned<usize>,
+    max_tcp_connections: Spanned<usize>,
+    tcp_idle_timeout: Spanned<HumanDuration>,
+    udp_payload: Spanned<u16>,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(
+                0..0,
+                vec![SocketAddr::from(([127, 0, 0, 1], DEFAULT_DNS_PORT))],
+            ),
+            max_inflight_udp: Spanned::new(0..0, 1024),
+            max_tcp_connections: Spanned::new(0..0, 128),
+            tcp_idle_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(10))),
+            udp_payload: Spanned::new(0..0, 1232),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    listen: SocketAddr,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawForward {
+    upstreams: Vec<Upstream>,
+    allow: Vec<IpNet>,
+    cache_size: u64,
+    timeout: Spanned<HumanDuration>,
+}
+
+impl Default for RawForward {
+    fn default() -> Self {
+        Self {
+            upstreams: Vec::new(),
+            allow: vec![
+                IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::LOCALHOST, 8).trunc()),
+                IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            cache_size: 4096,
+            timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(2))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: Spanned<String>,
+    #[serde(default = "default_negative_ttl")]
+    negative_ttl: u32,
+}
+
+fn default_negative_ttl() -> u32 {
+    5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    service: Spanned<String>,
+    zone: Option<Spanned<String>>,
+    #[serde(default = "default_ttl")]
+    ttl: u32,
+    #[serde(default)]
+    answer: AnswerMode,
+    #[serde(default, rename = "member")]
+    members: Vec<RawMember>,
+}
+
+fn default_ttl() -> u32 {
+    5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    address: Spanned<IpAddr>,
+    #[serde(default = "default_port")]
+    port: u16,
+    probe: Option<Spanned<String>>,
+    #[serde(default)]
+    cost: u32,
+    #[serde(default = "default_weight")]
+    weight: Spanned<u32>,
+}
+
+fn default_port() -> u16 {
+    80
+}
+
+fn default_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("config should be refused").to_string()
+    }
+
+    const GOOD: &str = r#"
+[dns]
+listen = ["127.0.0.1:5300"]
+tcp_idle_timeout = "3s"
+
+[forward]
+upstreams = ["127.0.0.1:5301", "127.0.0.2"]
+
+[[zone]]
+name = "Any.Example.Net."
+
+[[group]]
+service = "web"
+ttl = 3
+answer = "set"
+
+[[group.member]]
+address = "127.0.0.1"
+port = 8080
+cost = 2
+
+[[group.member]]
+address = "::1"
+probe = "http://[::1]:80/p.json"
+"#;
+
+    #[test]
+    fn a_good_config_is_typed() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.dns.tcp_idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.dns.max_inflight_udp, 1024);
+        assert_eq!(c.forward.upstreams[1], "127.0.0.2:53".parse().unwrap());
+        assert_eq!(c.forward.allow.len(), 2);
+        assert!(c.forward.allow[0].contains(&"127.9.9.9".parse::<IpAddr>().unwrap()));
+        assert_eq!(c.zones[0].name.as_str(), "any.example.net");
+        let g = &c.groups[0];
+        assert_eq!(g.name.to_string(), "web.any.example.net");
+        assert_eq!(g.answer, AnswerMode::Set);
+        assert_eq!(g.members[0].probe, "http://127.0.0.1:8080/.well-known/anycast-probe.json");
+        assert_eq!(g.members[1].port, 80);
+        assert_eq!(g.members[0].cost, 2);
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = parse("").unwrap();
+        assert_eq!(c.dns.listen, vec!["127.0.0.1:5300".parse::<SocketAddr>().unwrap()]);
+        assert!(c.http.listen.ip().is_loopback());
+        assert!(c.forward.upstreams.is_empty());
+        assert!(!c.forward.allow.iter().any(|n| n.contains(&"10.0.0.1".parse::<IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = error("[dns]\nlisten = [\"127.0.0.1:5300\"]\nlisen = 3\n");
+        assert!(e.starts_with("test.toml:3:1:"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3\"\n");
+        assert!(e.starts_with("test.toml:6:11:"), "{e}");
+        assert!(e.contains("field `address` in [[group.member]]"), "{e}");
+
+        let e = error("[dns]\ntcp_idle_timeout = \"ten\"\n");
+        assert!(e.contains("test.toml:2:") && e.contains("tcp_idle_timeout"), "{e}");
+
+        let e = error("[dns]\nudp_payload = 100\n");
+        assert!(e.contains("test.toml:2:") && e.contains("512..=4096"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_culprit() {
+        let e = error("[[zone]]\nname = \"a.b\"\n[[zone]]\nname = \"A.B\"\n");
+        assert!(e.starts_with("test.toml:4:8:") && e.contains("twice"), "{e}");
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\nzone = \"c.d\"\n");
+        assert!(e.starts_with("test.toml:5:") && e.contains("not defined"), "{e}");
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w w\"\n");
+        assert!(e.starts_with("test.toml:4:") && e.contains("field `service`"), "{e}");
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group]]\nservice = \"W\"\n");
+        assert!(e.starts_with("test.toml:6:") && e.contains("twice"), "{e}");
+
+        let e = error(
+            "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3.4\"\n[[group.member]]\naddress = \"1.2.3.4\"\n",
+        );
+        assert!(e.starts_with("test.toml:8:") && e.contains("listed twice"), "{e}");
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3.4\"\nweight = 0\n");
+        assert!(e.starts_with("test.toml:7:") && e.contains("greater than zero"), "{e}");
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[zone]]\nname = \"c.d\"\n[[group]]\nservice = \"w\"\n");
+        assert!(e.contains("needs `zone"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1e999s"), None);
+    }
+}

@@ -1,0 +1,344 @@
+//! The DNS front: one request's bytes in, the response's bytes out.
+//!
+//! It decodes with hickory-server's `MessageRequest`, routes the question
+//! (anycast zone → answer from the group; any other name → forward, for
+//! allowed clients only), handles EDNS itself (we do not use hickory's
+//! `Catalog`, which would otherwise do it) and encodes with hickory's
+//! `MessageResponseBuilder`, which truncates to the client's UDP payload and
+//! sets TC. It knows nothing of sockets: `server` feeds it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anycast_proto::name::{self, NameError};
+use anycast_proto::{AnycastName, Metric, Zone};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_net::xfer::Protocol;
+use hickory_server::server::Request;
+use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder, Queries};
+use ipnet::IpNet;
+use tracing::debug;
+
+use crate::config::Config;
+use crate::forward::Forwarder;
+use crate::groups::{AnswerMode, Directory, Group};
+use crate::select::{self, Basis, Family};
+
+/// The EDNS version we speak (RFC 6891).
+const EDNS_VERSION: u8 = 0;
+
+/// How a request reached us; it bounds the response size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Bounded by the client's EDNS payload (512 without EDNS).
+    Udp,
+    /// Bounded by the 16-bit length prefix.
+    Tcp,
+}
+
+/// The DNS request handler.
+#[derive(Debug)]
+pub struct DnsFront {
+    directory: Arc<Directory>,
+    zones: Vec<ZoneInfo>,
+    forwarder: Forwarder,
+    allow: Vec<IpNet>,
+    udp_payload: u16,
+}
+
+/// What the front needs of a zone beyond its name.
+#[derive(Debug)]
+struct ZoneInfo {
+    zone: Zone,
+    soa: Record,
+}
+
+/// The response being built, before encoding.
+struct Reply {
+    metadata: Metadata,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+}
+
+impl Reply {
+    fn new(request: &Metadata, rcode: ResponseCode) -> Self {
+        let mut metadata = Metadata::response_from_request(request);
+        metadata.response_code = rcode;
+        Self {
+            metadata,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+        }
+    }
+}
+
+impl DnsFront {
+    /// Builds the front from the configuration and a forwarder.
+    pub fn new(config: &Config, directory: Arc<Directory>, forwarder: Forwarder) -> Self {
+        let zones = config
+            .zones
+            .iter()
+            .filter_map(|z| {
+                let apex = Name::from_ascii(format!("{}.", z.name)).ok()?;
+                let soa = SOA::new(
+                    Name::from_ascii("ns").ok()?.append_domain(&apex).ok()?,
+                    Name::from_ascii("hostmaster").ok()?.append_domain(&apex).ok()?,
+                    1,
+                    3600,
+                    600,
+                    86400,
+                    z.negative_ttl,
+                );
+                Some(ZoneInfo {
+                    zone: z.name.clone(),
+                    soa: Record::from_rdata(apex, z.negative_ttl, RData::SOA(soa)),
+                })
+            })
+            .collect();
+        Self {
+            directory,
+            zones,
+            forwarder,
+            allow: config.forward.allow.clone(),
+            udp_payload: config.dns.udp_payload,
+        }
+    }
+
+    /// Answers one request. `None` means send nothing: the bytes were not a
+    /// DNS query we can answer (too short for a header, or a response).
+    pub async fn answer(&self, bytes: Vec<u8>, src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
+        if header.metadata.message_type == MessageType::Response {
+            // Answering responses invites reflection loops.
+            return None;
+        }
+        let protocol = match transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let request = match Request::from_bytes(bytes, src, protocol) {
+            Ok(request) => request,
+            Err(error) => {
+                debug!(client = %src, %error, "malformed request");
+                let reply = Reply::new(&header.metadata, ResponseCode::FormErr);
+                let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+                return Some(self.encode(reply, &no_queries, None, transport));
+            }
+        };
+
+        let edns = request.edns.as_ref().map(|theirs| {
+            let mut ours = Edns::new();
+            ours.set_version(EDNS_VERSION);
+            ours.set_max_payload(theirs.max_payload().clamp(512, self.udp_payload));
+            ours
+        });
+        let reply = self.reply(&request, src).await;
+        Some(self.encode(reply, &request.queries, edns.as_ref(), transport))
+    }
+
+    async fn reply(&self, request: &MessageRequest, src: SocketAddr) -> Reply {
+        let meta = &request.metadata;
+        if request.edns.as_ref().is_some_and(|e| e.version() > EDNS_VERSION) {
+            return Reply::new(meta, ResponseCode::BADVERS);
+        }
+        if meta.op_code != OpCode::Query {
+            return Reply::new(meta, ResponseCode::NotImp);
+        }
+        let [query] = request.queries.queries() else {
+            return Reply::new(meta, ResponseCode::FormErr);
+        };
+        let qname = query.original().name();
+        let qtype = query.query_type();
+        if query.query_class() != DNSClass::IN {
+            return Reply::new(meta, ResponseCode::Refused);
+        }
+
+        if let Some(info) = self.zone_of(qname) {
+            let mut reply = self.anycast(meta, info, qname, qtype);
+            reply.metadata.authoritative = true;
+            return reply;
+        }
+
+        if !self.may_recurse(src.ip()) {
+            debug!(client = %src, %qname, "recursion refused");
+            return Reply::new(meta, ResponseCode::Refused);
+        }
+        let forwarded = self.forwarder.forward(qname, qtype).await;
+        let mut reply = Reply::new(meta, forwarded.rcode);
+        reply.metadata.recursion_available = true;
+        reply.answers = forwarded.answers;
+        reply.authorities = forwarded.authorities;
+        reply
+    }
+
+    fn zone_of(&self, qname: &Name) -> Option<&ZoneInfo> {
+        let text = qname.to_ascii();
+        let zone = name::zone_of(&text, self.directory.zones())?;
+        self.zones.iter().find(|z| &z.zone == zone)
+    }
+
+    fn may_recurse(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Answers a name under an anycast zone.
+    fn anycast(&self, meta: &Metadata, info: &ZoneInfo, qname: &Name, qtype: RecordType) -> Reply {
+        let negative = |rcode| {
+            let mut reply = Reply::new(meta, rcode);
+            reply.authorities.push(info.soa.clone());
+            reply
+        };
+        let name = match parse_qname(qname, self.directory.zones()) {
+            Ok(name) => name,
+            Err(NameError::ZoneApex { .. }) => {
+                return match qtype {
+                    RecordType::SOA => {
+                        let mut reply = Reply::new(meta, ResponseCode::NoError);
+                        reply.answers.push(info.soa.clone());
+                        reply
+                    }
+                    _ => negative(ResponseCode::NoError),
+                };
+            }
+            Err(error) => {
+                debug!(%qname, %error, "not an anycast name");
+                return negative(ResponseCode::NXDomain);
+            }
+        };
+        let Some(group) = self.directory.group(&name) else {
+            debug!(%qname, "no such anycast group");
+            return negative(ResponseCode::NXDomain);
+        };
+
+        let family = match qtype {
+            RecordType::A => Family::V4,
+            RecordType::AAAA => Family::V6,
+            RecordType::TXT => Family::Any,
+            _ => return negative(ResponseCode::NoError),
+        };
+        let mut rng = rand::rng();
+        let Some(choice) = select::select(group, name.metric(), family, &mut rng) else {
+            return negative(ResponseCode::NoError);
+        };
+
+        let mut reply = Reply::new(meta, ResponseCode::NoError);
+        reply.answers = if qtype == RecordType::TXT {
+            explain(group, &name, &choice)
+                .into_iter()
+                .map(|line| Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line]))))
+                .collect()
+        } else {
+            let members = match group.answer {
+                AnswerMode::One => &choice.set[..1],
+                AnswerMode::Set => &choice.set[..],
+            };
+            members
+                .iter()
+                .map(|m| {
+                    let rdata = match m.address {
+                        IpAddr::V4(v4) => RData::A(A(v4)),
+                        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                    };
+                    Record::from_rdata(qname.clone(), group.ttl, rdata)
+                })
+                .collect()
+        };
+        reply
+    }
+
+    fn encode(&self, reply: Reply, queries: &Queries, edns: Option<&Edns>, transport: Transport) -> Vec<u8> {
+        let max_size = match (transport, edns) {
+            (Transport::Tcp, _) => u16::MAX,
+            (Transport::Udp, Some(edns)) => edns.max_payload(),
+            (Transport::Udp, None) => 512,
+        };
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max_size);
+        let response = MessageResponseBuilder::new(queries, edns).build(
+            reply.metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        if let Err(error) = response.destructive_emit(&mut encoder) {
+            tracing::warn!(%error, "cannot encode response; answering SERVFAIL");
+            bytes.clear();
+            let mut metadata = reply.metadata;
+            metadata.response_code = ResponseCode::ServFail;
+            let header = Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            };
+            let mut encoder = BinEncoder::new(&mut bytes);
+            // A bare header always fits.
+            let _ = header.emit(&mut encoder);
+        }
+        bytes
+    }
+}
+
+/// Reads a query name as an anycast name. Labels are joined raw: a label that
+/// itself holds a `.` cannot be an anycast label, so it is refused outright.
+fn parse_qname(qname: &Name, zones: &[Zone]) -> Result<AnycastName, NameError> {
+    let mut text = Vec::with_capacity(qname.len());
+    for label in qname.iter() {
+        if label.contains(&b'.') {
+            return Err(NameError::InvalidChar { ch: '.' });
+        }
+        if !text.is_empty() {
+            text.push(b'.');
+        }
+        text.extend_from_slice(label);
+    }
+    name::parse_bytes(&text, zones)
+}
+
+/// The TXT view of a group: one string per line, each under 255 bytes.
+fn explain(group: &Group, name: &AnycastName, choice: &select::Choice<'_>) -> Vec<String> {
+    let metric = name.metric();
+    let mut lines = vec![format!(
+        "group={} metric={} ttl={} answer={} members={}",
+        group.name,
+        metric,
+        group.ttl,
+        group.answer.label(),
+        group.members.len()
+    )];
+    lines.push(match choice.basis {
+        Basis::Applied => format!("basis: {}", describe(metric)),
+        Basis::Unmeasured => format!(
+            "basis: {metric} needs push/probe estimates, which are not available yet: answering as random"
+        ),
+    });
+    for m in &group.members {
+        let in_set = choice.set.iter().any(|s| s.endpoint() == m.endpoint());
+        lines.push(format!(
+            "member={} cost={} weight={} in_set={}",
+            m.endpoint(),
+            m.cost,
+            m.weight,
+            if in_set { "yes" } else { "no" }
+        ));
+    }
+    lines
+}
+
+fn describe(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Rr => "round robin over every member",
+        Metric::Random => "uniform random over every member",
+        Metric::Cost => "random among the members of least cost",
+        Metric::Rt => "estimated response time (hybrid push/probe)",
+        Metric::Load => "pushed server processing time",
+        Metric::Path => "probe response time (nearest)",
+    }
+}

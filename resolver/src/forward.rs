@@ -1,0 +1,156 @@
+//! Forwarding of names outside the anycast zones to upstream DNS.
+//!
+//! A thin room around hickory-resolver, which brings the cache, retries and
+//! UDP-then-TCP. It turns a lookup into what the DNS front needs to build a
+//! response: a response code and the records of each section.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+use crate::config::ForwardConfig;
+
+/// Why the forwarder could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// The system resolver configuration could not be read.
+    #[error("cannot read the system's resolver configuration (set [forward] upstreams instead): {0}")]
+    SystemConfig(String),
+    /// hickory-resolver refused the configuration.
+    #[error("cannot build the forwarding resolver: {0}")]
+    Build(String),
+}
+
+/// What upstream said about a name.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// NOERROR (possibly with no answers: NODATA), NXDOMAIN or SERVFAIL.
+    pub rcode: ResponseCode,
+    /// Answer section, TTLs counted down to what is left in the cache.
+    pub answers: Vec<Record>,
+    /// Authority section (the SOA of a negative answer).
+    pub authorities: Vec<Record>,
+}
+
+/// The upstream forwarder with its cache.
+#[derive(Clone)]
+pub struct Forwarder {
+    resolver: TokioResolver,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// Builds the forwarder; it sends nothing until asked.
+    pub fn new(config: &ForwardConfig) -> Result<Self, ForwardError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if config.upstreams.is_empty() {
+            TokioResolver::builder(provider).map_err(|e| ForwardError::SystemConfig(e.to_string()))?
+        } else {
+            let servers = config
+                .upstreams
+                .iter()
+                .map(|addr| {
+                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                    for connection in &mut server.connections {
+                        connection.port = addr.port();
+                    }
+                    server
+                })
+                .collect();
+            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+        };
+        let options: &mut ResolverOpts = builder.options_mut();
+        // Names come from queries and are fully qualified: never append search domains.
+        options.ndots = 0;
+        options.cache_size = config.cache_size;
+        options.preserve_intermediates = true;
+        options.attempts = 2;
+        options.timeout = config.timeout / 2;
+        options.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        let resolver = builder
+            .build()
+            .map_err(|e| ForwardError::Build(e.to_string()))?;
+        Ok(Self {
+            resolver,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Looks `name` up upstream (or in the cache). Never takes longer than the
+    /// configured timeout: past it the answer is SERVFAIL.
+    pub async fn forward(&self, name: &Name, rtype: RecordType) -> Forwarded {
+        let mut name = name.clone();
+        name.set_fqdn(true);
+        let lookup = tokio::time::timeout(self.timeout, self.resolver.lookup(name, rtype)).await;
+        match lookup {
+            Ok(Ok(lookup)) => {
+                let left = lookup
+                    .valid_until()
+                    .saturating_duration_since(Instant::now())
+                    .as_secs();
+                let left = u32::try_from(left).unwrap_or(u32::MAX);
+                let answers = lookup
+                    .answers()
+                    .iter()
+                    .map(|r| {
+                        let mut r = r.clone();
+                        r.ttl = r.ttl.min(left);
+                        r
+                    })
+                    .collect();
+                Forwarded {
+                    rcode: ResponseCode::NoError,
+                    answers,
+                    authorities: lookup.authorities().to_vec(),
+                }
+            }
+            Ok(Err(e)) if e.is_no_records_found() => {
+                let rcode = if e.is_nx_domain() {
+                    ResponseCode::NXDomain
+                } else {
+                    ResponseCode::NoError
+                };
+                let authorities = e
+                    .into_soa()
+                    .map(|soa| vec![soa.into_record_of_rdata()])
+                    .unwrap_or_default();
+                Forwarded {
+                    rcode,
+                    answers: Vec::new(),
+                    authorities,
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "upstream lookup failed");
+                Forwarded::servfail()
+            }
+            Err(_) => {
+                tracing::debug!("upstream lookup timed out");
+                Forwarded::servfail()
+            }
+        }
+    }
+}
+
+impl Forwarded {
+    fn servfail() -> Self {
+        Self {
+            rcode: ResponseCode::ServFail,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The `anycast-resolver` binary: parse the command line, load the config,
+//! start logging, run until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anycast_resolver::config::Config;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// DNS resolver for application-layer anycast: answers names of replicated
+/// services (`web.any.example.net`, `rt.web.any.example.net`,
+/// `Web%any.example.net`) with a server chosen by the named metric, and
+/// forwards every other name to upstream DNS for allowed clients.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The TOML configuration file (see configs/resolver.toml for every field).
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+
+    /// Validate the configuration, print a summary and exit (0 if valid).
+    #[arg(long)]
+    check_config: bool,
+
+    /// Serve DNS on this address instead of [dns] listen (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+
+    /// Log filter, as RUST_LOG (e.g. "debug" or "anycast_resolver=debug").
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = match Config::read(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.listen.is_empty() {
+        config.dns.listen = args.listen;
+    }
+    if args.check_config {
+        println!(
+            "{}: ok ({} zones, {} groups, {} members)",
+            args.config.display(),
+            config.zones.len(),
+            config.groups.len(),
+            config.groups.iter().map(|g| g.members.len()).sum::<usize>()
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    // hickory logs every query at info; a resolver must not.
+    let filter = format!("hickory_server=warn,hickory_resolver=warn,hickory_net=warn,{}", args.log);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        anycast_resolver::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
