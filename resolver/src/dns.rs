@@ -156,13 +156,15 @@ impl DnsFront {
             return Reply::new(meta, ResponseCode::Refused);
         }
 
+        let may_recurse = self.may_recurse(src.ip());
         if let Some(info) = self.zone_of(qname) {
             let mut reply = self.anycast(meta, info, qname, qtype);
             reply.metadata.authoritative = true;
+            reply.metadata.recursion_available = may_recurse;
             return reply;
         }
 
-        if !self.may_recurse(src.ip()) {
+        if !may_recurse {
             debug!(client = %src, %qname, "recursion refused");
             return Reply::new(meta, ResponseCode::Refused);
         }
