@@ -216,12 +216,13 @@ pub fn parse(input: &str, zones: &[Zone]) -> Result<AnycastName, NameError> {
             for label in domain.split('.') {
                 check_label(label, &lower)?;
             }
-            let zone = zones
-                .iter()
-                .find(|z| z.0 == domain)
-                .ok_or_else(|| NameError::NotInZone {
-                    name: lower.clone(),
-                })?;
+            let zone =
+                zones
+                    .iter()
+                    .find(|z| z.0 == domain)
+                    .ok_or_else(|| NameError::NotInZone {
+                        name: lower.clone(),
+                    })?;
             (head, zone)
         }
         None => {
@@ -254,9 +255,11 @@ pub fn parse(input: &str, zones: &[Zone]) -> Result<AnycastName, NameError> {
         None => None,
         Some(label) => {
             check_label(label, &lower)?;
-            Some(Metric::from_label(label).ok_or_else(|| NameError::UnknownMetric {
-                metric: label.to_owned(),
-            })?)
+            Some(
+                Metric::from_label(label).ok_or_else(|| NameError::UnknownMetric {
+                    metric: label.to_owned(),
+                })?,
+            )
         }
     };
     Ok(AnycastName {
@@ -344,19 +347,31 @@ mod tests {
     #[test]
     fn longest_zone_wins() {
         // `web.any.example.net` is under both `any.example.net` and `example.net`.
-        assert_eq!(p("web.any.example.net").unwrap().zone().as_str(), "any.example.net");
+        assert_eq!(
+            p("web.any.example.net").unwrap().zone().as_str(),
+            "any.example.net"
+        );
         assert_eq!(p("web.example.net").unwrap().zone().as_str(), "example.net");
         // Under `example.net`, `rt.any` is metric `rt` of service `any`... but
         // `any.example.net` is a zone, so it is that zone's apex instead.
-        assert!(matches!(p("any.example.net"), Err(NameError::ZoneApex { .. })));
+        assert!(matches!(
+            p("any.example.net"),
+            Err(NameError::ZoneApex { .. })
+        ));
     }
 
     #[test]
     fn every_malformed_input_has_its_error() {
         assert_eq!(p(""), Err(NameError::Empty));
         assert_eq!(p("."), Err(NameError::Empty));
-        assert!(matches!(p("web..any.example.net"), Err(NameError::EmptyLabel { .. })));
-        assert!(matches!(p("%any.example.net"), Err(NameError::EmptyLabel { .. })));
+        assert!(matches!(
+            p("web..any.example.net"),
+            Err(NameError::EmptyLabel { .. })
+        ));
+        assert!(matches!(
+            p("%any.example.net"),
+            Err(NameError::EmptyLabel { .. })
+        ));
         assert!(matches!(p("web%"), Err(NameError::EmptyLabel { .. })));
         let long = "a".repeat(64);
         assert!(matches!(
@@ -365,26 +380,53 @@ mod tests {
         ));
         let huge = format!("{}any.example.net", "abcdefghi.".repeat(25));
         assert!(matches!(p(&huge), Err(NameError::NameTooLong { .. })));
-        assert!(matches!(p("a%b%any.example.net"), Err(NameError::MultiplePercent { .. })));
+        assert!(matches!(
+            p("a%b%any.example.net"),
+            Err(NameError::MultiplePercent { .. })
+        ));
         assert!(matches!(
             p("fastest.web.any.example.net"),
             Err(NameError::UnknownMetric { metric }) if metric == "fastest"
         ));
-        assert!(matches!(p("web.example.org"), Err(NameError::NotInZone { .. })));
-        assert!(matches!(p("web%example.org"), Err(NameError::NotInZone { .. })));
+        assert!(matches!(
+            p("web.example.org"),
+            Err(NameError::NotInZone { .. })
+        ));
+        assert!(matches!(
+            p("web%example.org"),
+            Err(NameError::NotInZone { .. })
+        ));
         // The paper form names the zone exactly, not a name under it.
-        assert!(matches!(p("web%x.any.example.net"), Err(NameError::NotInZone { .. })));
+        assert!(matches!(
+            p("web%x.any.example.net"),
+            Err(NameError::NotInZone { .. })
+        ));
         assert_eq!(p("wéb.any.example.net"), Err(NameError::NonAscii));
-        assert_eq!(parse_bytes(b"w\xffb.any.example.net", &zones()), Err(NameError::NonAscii));
-        assert!(matches!(p("a.b.web.any.example.net"), Err(NameError::TooManyLabels { .. })));
-        assert_eq!(p("we b.any.example.net"), Err(NameError::InvalidChar { ch: ' ' }));
+        assert_eq!(
+            parse_bytes(b"w\xffb.any.example.net", &zones()),
+            Err(NameError::NonAscii)
+        );
+        assert!(matches!(
+            p("a.b.web.any.example.net"),
+            Err(NameError::TooManyLabels { .. })
+        ));
+        assert_eq!(
+            p("we b.any.example.net"),
+            Err(NameError::InvalidChar { ch: ' ' })
+        );
     }
 
     #[test]
     fn zone_of_routes_before_parsing() {
         let z = zones();
-        assert_eq!(zone_of("X.Web.Any.Example.Net.", &z).map(Zone::as_str), Some("any.example.net"));
-        assert_eq!(zone_of("web%any.example.net", &z).map(Zone::as_str), Some("any.example.net"));
+        assert_eq!(
+            zone_of("X.Web.Any.Example.Net.", &z).map(Zone::as_str),
+            Some("any.example.net")
+        );
+        assert_eq!(
+            zone_of("web%any.example.net", &z).map(Zone::as_str),
+            Some("any.example.net")
+        );
         assert_eq!(zone_of("www.example.org", &z), None);
         assert_eq!(zone_of("notexample.net", &z), None);
     }
@@ -394,7 +436,10 @@ mod tests {
     }
 
     fn metric() -> impl Strategy<Value = Option<Metric>> {
-        prop_oneof![Just(None), proptest::sample::select(Metric::ALL.to_vec()).prop_map(Some)]
+        prop_oneof![
+            Just(None),
+            proptest::sample::select(Metric::ALL.to_vec()).prop_map(Some)
+        ]
     }
 
     proptest! {

@@ -211,7 +211,10 @@ impl Config {
                         .find(|c| c.name == wanted)
                         .map(|c| c.name.clone())
                         .ok_or_else(|| {
-                            (z.span(), format!("zone {wanted} is not defined by any [[zone]]"))
+                            (
+                                z.span(),
+                                format!("zone {wanted} is not defined by any [[zone]]"),
+                            )
                         })?
                 }
                 None => match zones.as_slice() {
@@ -270,7 +273,9 @@ impl Config {
 
         Ok(Config {
             dns,
-            http: HttpConfig { listen: http.listen },
+            http: HttpConfig {
+                listen: http.listen,
+            },
             forward,
             zones,
             groups,
@@ -359,13 +364,11 @@ struct HumanDuration(Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(HumanDuration)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "{text:?} is not a duration (write e.g. \"500ms\", \"10s\" or \"2m\")"
-                ))
-            })
+        parse_duration(&text).map(HumanDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration (write e.g. \"500ms\", \"10s\" or \"2m\")"
+            ))
+        })
     }
 }
 
@@ -540,7 +543,9 @@ mod tests {
     }
 
     fn error(text: &str) -> String {
-        parse(text).expect_err("config should be refused").to_string()
+        parse(text)
+            .expect_err("config should be refused")
+            .to_string()
     }
 
     const GOOD: &str = r#"
@@ -581,7 +586,10 @@ probe = "http://[::1]:80/p.json"
         let g = &c.groups[0];
         assert_eq!(g.name.to_string(), "web.any.example.net");
         assert_eq!(g.answer, AnswerMode::Set);
-        assert_eq!(g.members[0].probe, "http://127.0.0.1:8080/.well-known/anycast-probe.json");
+        assert_eq!(
+            g.members[0].probe,
+            "http://127.0.0.1:8080/.well-known/anycast-probe.json"
+        );
         assert_eq!(g.members[1].port, 80);
         assert_eq!(g.members[0].cost, 2);
     }
@@ -589,10 +597,18 @@ probe = "http://[::1]:80/p.json"
     #[test]
     fn defaults_are_safe() {
         let c = parse("").unwrap();
-        assert_eq!(c.dns.listen, vec!["127.0.0.1:5300".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            c.dns.listen,
+            vec!["127.0.0.1:5300".parse::<SocketAddr>().unwrap()]
+        );
         assert!(c.http.listen.ip().is_loopback());
         assert!(c.forward.upstreams.is_empty());
-        assert!(!c.forward.allow.iter().any(|n| n.contains(&"10.0.0.1".parse::<IpAddr>().unwrap())));
+        assert!(
+            !c.forward
+                .allow
+                .iter()
+                .any(|n| n.contains(&"10.0.0.1".parse::<IpAddr>().unwrap()))
+        );
     }
 
     #[test]
@@ -601,40 +617,69 @@ probe = "http://[::1]:80/p.json"
         assert!(e.starts_with("test.toml:3:1:"), "{e}");
         assert!(e.contains("lisen"), "{e}");
 
-        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3\"\n");
+        let e = error(
+            "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3\"\n",
+        );
         assert!(e.starts_with("test.toml:6:11:"), "{e}");
         assert!(e.contains("field `address` in [[group.member]]"), "{e}");
 
         let e = error("[dns]\ntcp_idle_timeout = \"ten\"\n");
-        assert!(e.contains("test.toml:2:") && e.contains("tcp_idle_timeout"), "{e}");
+        assert!(
+            e.contains("test.toml:2:") && e.contains("tcp_idle_timeout"),
+            "{e}"
+        );
 
         let e = error("[dns]\nudp_payload = 100\n");
-        assert!(e.contains("test.toml:2:") && e.contains("512..=4096"), "{e}");
+        assert!(
+            e.contains("test.toml:2:") && e.contains("512..=4096"),
+            "{e}"
+        );
     }
 
     #[test]
     fn semantic_errors_point_at_the_culprit() {
         let e = error("[[zone]]\nname = \"a.b\"\n[[zone]]\nname = \"A.B\"\n");
-        assert!(e.starts_with("test.toml:4:8:") && e.contains("twice"), "{e}");
+        assert!(
+            e.starts_with("test.toml:4:8:") && e.contains("twice"),
+            "{e}"
+        );
 
         let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\nzone = \"c.d\"\n");
-        assert!(e.starts_with("test.toml:5:") && e.contains("not defined"), "{e}");
+        assert!(
+            e.starts_with("test.toml:5:") && e.contains("not defined"),
+            "{e}"
+        );
 
         let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w w\"\n");
-        assert!(e.starts_with("test.toml:4:") && e.contains("field `service`"), "{e}");
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("field `service`"),
+            "{e}"
+        );
 
-        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group]]\nservice = \"W\"\n");
+        let e = error(
+            "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group]]\nservice = \"W\"\n",
+        );
         assert!(e.starts_with("test.toml:6:") && e.contains("twice"), "{e}");
 
         let e = error(
             "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3.4\"\n[[group.member]]\naddress = \"1.2.3.4\"\n",
         );
-        assert!(e.starts_with("test.toml:8:") && e.contains("listed twice"), "{e}");
+        assert!(
+            e.starts_with("test.toml:8:") && e.contains("listed twice"),
+            "{e}"
+        );
 
-        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3.4\"\nweight = 0\n");
-        assert!(e.starts_with("test.toml:7:") && e.contains("greater than zero"), "{e}");
+        let e = error(
+            "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3.4\"\nweight = 0\n",
+        );
+        assert!(
+            e.starts_with("test.toml:7:") && e.contains("greater than zero"),
+            "{e}"
+        );
 
-        let e = error("[[zone]]\nname = \"a.b\"\n[[zone]]\nname = \"c.d\"\n[[group]]\nservice = \"w\"\n");
+        let e = error(
+            "[[zone]]\nname = \"a.b\"\n[[zone]]\nname = \"c.d\"\n[[group]]\nservice = \"w\"\n",
+        );
         assert!(e.contains("needs `zone"), "{e}");
     }
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use anycast_proto::name::{self, NameError};
 use anycast_proto::{AnycastName, Metric, Zone};
+use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
-use hickory_net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder, Queries};
 use ipnet::IpNet;
@@ -85,7 +85,10 @@ impl DnsFront {
                 let apex = Name::from_ascii(format!("{}.", z.name)).ok()?;
                 let soa = SOA::new(
                     Name::from_ascii("ns").ok()?.append_domain(&apex).ok()?,
-                    Name::from_ascii("hostmaster").ok()?.append_domain(&apex).ok()?,
+                    Name::from_ascii("hostmaster")
+                        .ok()?
+                        .append_domain(&apex)
+                        .ok()?,
                     1,
                     3600,
                     600,
@@ -109,7 +112,12 @@ impl DnsFront {
 
     /// Answers one request. `None` means send nothing: the bytes were not a
     /// DNS query we can answer (too short for a header, or a response).
-    pub async fn answer(&self, bytes: Vec<u8>, src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    pub async fn answer(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
         if header.metadata.message_type == MessageType::Response {
             // Answering responses invites reflection loops.
@@ -141,7 +149,11 @@ impl DnsFront {
 
     async fn reply(&self, request: &MessageRequest, src: SocketAddr) -> Reply {
         let meta = &request.metadata;
-        if request.edns.as_ref().is_some_and(|e| e.version() > EDNS_VERSION) {
+        if request
+            .edns
+            .as_ref()
+            .is_some_and(|e| e.version() > EDNS_VERSION)
+        {
             return Reply::new(meta, ResponseCode::BADVERS);
         }
         if meta.op_code != OpCode::Query {
@@ -234,7 +246,9 @@ impl DnsFront {
         reply.answers = if qtype == RecordType::TXT {
             explain(group, &name, &choice)
                 .into_iter()
-                .map(|line| Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line]))))
+                .map(|line| {
+                    Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line])))
+                })
                 .collect()
         } else {
             let members = match group.answer {
@@ -255,7 +269,13 @@ impl DnsFront {
         reply
     }
 
-    fn encode(&self, reply: Reply, queries: &Queries, edns: Option<&Edns>, transport: Transport) -> Vec<u8> {
+    fn encode(
+        &self,
+        reply: Reply,
+        queries: &Queries,
+        edns: Option<&Edns>,
+        transport: Transport,
+    ) -> Vec<u8> {
         let max_size = match (transport, edns) {
             (Transport::Tcp, _) => u16::MAX,
             (Transport::Udp, Some(edns)) => edns.max_payload(),

@@ -19,7 +19,9 @@ use crate::config::ForwardConfig;
 #[non_exhaustive]
 pub enum ForwardError {
     /// The system resolver configuration could not be read.
-    #[error("cannot read the system's resolver configuration (set [forward] upstreams instead): {0}")]
+    #[error(
+        "cannot read the system's resolver configuration (set [forward] upstreams instead): {0}"
+    )]
     SystemConfig(String),
     /// hickory-resolver refused the configuration.
     #[error("cannot build the forwarding resolver: {0}")]
@@ -57,7 +59,8 @@ impl Forwarder {
     pub fn new(config: &ForwardConfig) -> Result<Self, ForwardError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = if config.upstreams.is_empty() {
-            TokioResolver::builder(provider).map_err(|e| ForwardError::SystemConfig(e.to_string()))?
+            TokioResolver::builder(provider)
+                .map_err(|e| ForwardError::SystemConfig(e.to_string()))?
         } else {
             let servers = config
                 .upstreams

@@ -70,7 +70,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     server::serve(listeners, front, &config.dns, shutdown.clone(), &tasks)?;
     shutdown.cancelled().await;
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     tracing::info!("stopped");

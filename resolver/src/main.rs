@@ -57,13 +57,19 @@ fn main() -> ExitCode {
     }
 
     // hickory logs every query at info; a resolver must not.
-    let filter = format!("hickory_server=warn,hickory_resolver=warn,hickory_net=warn,{}", args.log);
+    let filter = format!(
+        "hickory_server=warn,hickory_resolver=warn,hickory_net=warn,{}",
+        args.log
+    );
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -88,7 +94,10 @@ fn main() -> ExitCode {
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return;
     };

@@ -162,7 +162,11 @@ mod tests {
 
     #[test]
     fn random_covers_every_member_and_measured_metrics_say_unmeasured() {
-        let g = group(vec![member("10.0.0.1", 0), member("10.0.0.2", 0), member("10.0.0.3", 0)]);
+        let g = group(vec![
+            member("10.0.0.1", 0),
+            member("10.0.0.2", 0),
+            member("10.0.0.3", 0),
+        ]);
         let mut rng = StdRng::seed_from_u64(3);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..300 {

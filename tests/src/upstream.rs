@@ -75,8 +75,16 @@ pub fn example_zone() -> Zone {
     zone.insert(
         "www.example.org.".into(),
         vec![
-            Record::from_rdata(www.clone(), 300, RData::A(std::net::Ipv4Addr::new(192, 0, 2, 10).into())),
-            Record::from_rdata(www, 300, RData::A(std::net::Ipv4Addr::new(192, 0, 2, 11).into())),
+            Record::from_rdata(
+                www.clone(),
+                300,
+                RData::A(std::net::Ipv4Addr::new(192, 0, 2, 10).into()),
+            ),
+            Record::from_rdata(
+                www,
+                300,
+                RData::A(std::net::Ipv4Addr::new(192, 0, 2, 11).into()),
+            ),
         ],
     );
     let v6 = name("v6.example.org.");
@@ -85,7 +93,12 @@ pub fn example_zone() -> Zone {
         vec![Record::from_rdata(
             v6,
             300,
-            RData::AAAA("2001:db8::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST).into()),
+            RData::AAAA(
+                "2001:db8::1"
+                    .parse()
+                    .unwrap_or(std::net::Ipv6Addr::LOCALHOST)
+                    .into(),
+            ),
         )],
     );
     zone
@@ -122,7 +135,11 @@ fn serve(socket: UdpSocket, zone: Zone, queries: &AtomicUsize, stop: &AtomicBool
             continue;
         };
         queries.fetch_add(1, Ordering::SeqCst);
-        let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
+        let mut response = Message::new(
+            request.metadata.id,
+            MessageType::Response,
+            request.metadata.op_code,
+        );
         response.metadata.recursion_desired = request.metadata.recursion_desired;
         response.metadata.recursion_available = true;
         response.metadata.authoritative = true;
@@ -137,7 +154,10 @@ fn serve(socket: UdpSocket, zone: Zone, queries: &AtomicUsize, stop: &AtomicBool
                 Some(records) => {
                     let matching: Vec<Record> = records
                         .iter()
-                        .filter(|r| query.query_type() == RecordType::ANY || r.record_type() == query.query_type())
+                        .filter(|r| {
+                            query.query_type() == RecordType::ANY
+                                || r.record_type() == query.query_type()
+                        })
                         .cloned()
                         .collect();
                     if matching.is_empty() {

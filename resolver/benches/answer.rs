@@ -1,0 +1,125 @@
+//! The DNS answer path without the network: request bytes in, response bytes out.
+//!
+//! Run with:
+//!
+//! ```text
+//! cargo bench -p anycast-resolver --bench answer
+//! ```
+//!
+//! * `name/parse`: the anycast-name grammar alone.
+//! * `select/*`: choosing a member by metric from a three-member group.
+//! * `answer/adn`: decode + parse + select + encode for `web.any.example.net`.
+//! * `answer/forwarded_cached`: a forwarded name answered from the cache
+//!   (the upstream is a fake on loopback, queried once to warm the cache).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anycast_proto::{Metric, Zone};
+use anycast_resolver::config::Config;
+use anycast_resolver::dns::{DnsFront, Transport};
+use anycast_resolver::forward::Forwarder;
+use anycast_resolver::select::{Family, select};
+use anycast_tests::upstream::{Upstream, example_zone};
+use criterion::{Criterion, criterion_group, criterion_main};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+fn config(upstream: SocketAddr) -> Config {
+    let text = format!(
+        r#"
+[forward]
+upstreams = ["{upstream}"]
+
+[[zone]]
+name = "any.example.net"
+
+[[group]]
+service = "web"
+
+[[group.member]]
+address = "127.0.1.1"
+cost = 1
+
+[[group.member]]
+address = "127.0.1.2"
+cost = 2
+
+[[group.member]]
+address = "127.0.1.3"
+cost = 1
+"#
+    );
+    Config::from_toml(&text, Path::new("bench.toml")).expect("bench config is valid")
+}
+
+fn query(name: &str) -> Vec<u8> {
+    let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(
+        Name::from_ascii(name).expect("valid name"),
+        RecordType::A,
+    ));
+    message.to_vec().expect("encodable query")
+}
+
+fn benches(c: &mut Criterion) {
+    let upstream = Upstream::start(example_zone()).expect("fake upstream starts");
+    let config = config(upstream.addr());
+    let directory = Arc::new(anycast_resolver::directory(&config));
+    let zones = vec![Zone::new("any.example.net").expect("valid zone")];
+
+    c.bench_function("name/parse", |b| {
+        b.iter(|| anycast_proto::name::parse(black_box("rt.web.any.example.net"), &zones))
+    });
+
+    let name = anycast_proto::name::parse("web.any.example.net", &zones).expect("valid name");
+    let group = directory.group(&name).expect("group exists");
+    for metric in [Metric::Rr, Metric::Random, Metric::Cost] {
+        c.bench_function(&format!("select/{metric}"), |b| {
+            let mut rng = rand::rng();
+            b.iter(|| {
+                select(group, black_box(metric), Family::V4, &mut rng).map(|c| c.pick.address)
+            })
+        });
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let front = {
+        let _guard = runtime.enter();
+        let forwarder = Forwarder::new(&config.forward).expect("forwarder");
+        DnsFront::new(&config, directory.clone(), forwarder)
+    };
+    let client: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+
+    let adn = query("web.any.example.net.");
+    c.bench_function("answer/adn", |b| {
+        b.to_async(&runtime)
+            .iter(|| front.answer(black_box(adn.clone()), client, Transport::Udp))
+    });
+
+    let forwarded = query("www.example.org.");
+    let warm = runtime.block_on(front.answer(forwarded.clone(), client, Transport::Udp));
+    assert!(
+        warm.is_some_and(|r| r.len() > 40),
+        "cache warmed with an answer"
+    );
+    let before = upstream.queries();
+    c.bench_function("answer/forwarded_cached", |b| {
+        b.to_async(&runtime)
+            .iter(|| front.answer(black_box(forwarded.clone()), client, Transport::Udp))
+    });
+    assert_eq!(
+        upstream.queries(),
+        before,
+        "every benchmarked answer came from the cache"
+    );
+}
+
+criterion_group!(answer, benches);
+criterion_main!(answer);
