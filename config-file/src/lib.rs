@@ -1,0 +1,260 @@
+//! TOML configuration files whose errors name the file, the line and the field.
+//!
+//! Every binary of the project reads its configuration the same way: serde
+//! reads the text into raw structs (`deny_unknown_fields`), then the binary
+//! checks what serde cannot (references, duplicates, ranges) using the spans
+//! of `toml::Spanned` fields. Both kinds of error come out of here as one
+//! [`ConfigError`] such as
+//!
+//! ```text
+//! agent.toml:12:11: field `address` in [[group.member]]: invalid IP address syntax
+//! ```
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub use toml::Spanned;
+
+/// A configuration that cannot be used, with where it went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{}:{line}:{column}: {field}{message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// `field `x` in [table]: `, or empty when no field applies.
+        field: String,
+        message: String,
+    },
+}
+
+/// A configuration file's text and where it came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    /// Reads a file.
+    pub fn read(path: &Path) -> Result<Source, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Source::new(text, path))
+    }
+
+    /// Text from elsewhere (tests, reloads); `path` is only used in errors.
+    pub fn new(text: impl Into<String>, path: &Path) -> Source {
+        Source {
+            path: path.to_owned(),
+            text: text.into(),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deserialises the text; errors carry the position serde reports.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::from_str(&self.text).map_err(|e| self.error_at(e.span(), e.message()))
+    }
+
+    /// An error about the text at `span` (for checks made after parsing).
+    pub fn error_at(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        let at = Location::of(&self.text, span);
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line: at.line,
+            column: at.column,
+            field: at.field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A position in the text, with the field and table it falls in.
+struct Location {
+    line: usize,
+    column: usize,
+    field: String,
+}
+
+impl Location {
+    fn of(text: &str, span: Option<Range<usize>>) -> Location {
+        let Some(span) = span else {
+            return Location {
+                line: 1,
+                column: 1,
+                field: String::new(),
+            };
+        };
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        let this_line = text[line_start..].lines().next().unwrap_or("");
+        let key = this_line
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let table = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.split('#').next().unwrap_or(l).trim());
+        let field = match (key, table) {
+            (Some(k), Some(t)) => format!("field `{k}` in {t}: "),
+            (Some(k), None) => format!("field `{k}`: "),
+            (None, Some(t)) => format!("in {t}: "),
+            (None, None) => String::new(),
+        };
+        Location {
+            line,
+            column,
+            field,
+        }
+    }
+}
+
+/// A duration written as `"500ms"`, `"10s"`, `"2m"` or `"1h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(HumanDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration (write e.g. \"500ms\", \"10s\" or \"2m\")"
+            ))
+        })
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(d: Duration) -> Self {
+        HumanDuration(d)
+    }
+}
+
+/// Parses `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`; `None` for anything else.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// A `Spanned` default for fields the file may leave out: errors about a
+/// default point at the start of the file.
+pub fn spanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+/// Checks that a spanned number is above zero.
+pub fn positive<T>(source: &Source, v: Spanned<T>) -> Result<T, ConfigError>
+where
+    T: Default + PartialEq,
+{
+    if *v.get_ref() == T::default() {
+        return Err(source.error_at(Some(v.span()), "must be greater than zero"));
+    }
+    Ok(v.into_inner())
+}
+
+/// Checks that a spanned duration is longer than zero.
+pub fn positive_duration(
+    source: &Source,
+    v: Spanned<HumanDuration>,
+) -> Result<Duration, ConfigError> {
+    if v.get_ref().0.is_zero() {
+        return Err(source.error_at(Some(v.span()), "must be longer than zero"));
+    }
+    Ok(v.into_inner().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Conf {
+        wait: HumanDuration,
+        table: Option<Table>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Table {
+        port: u16,
+    }
+
+    fn err(text: &str) -> String {
+        Source::new(text, Path::new("c.toml"))
+            .parse::<Conf>()
+            .expect_err("should fail")
+            .to_string()
+    }
+
+    #[test]
+    fn errors_point_at_line_and_field() {
+        let e = err("wait = \"1s\"\n[table]\nport = 70000\n");
+        assert!(
+            e.starts_with("c.toml:3:8: field `port` in [table]: "),
+            "{e}"
+        );
+        let e = err("wait = \"soon\"\n");
+        assert!(
+            e.starts_with("c.toml:1:8: field `wait`: ") && e.contains("not a duration"),
+            "{e}"
+        );
+        let e = err("wait = \"1s\"\nwat = 1\n");
+        assert!(e.starts_with("c.toml:2:1:") && e.contains("wat"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1e999s"), None);
+    }
+}
