@@ -4,7 +4,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A selection metric, named by the first label of a metric-qualified ADN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// Estimated response time from hybrid push/probe (the default).
     Rt,

@@ -1,8 +1,260 @@
 //! `anycast-agent`: runs beside each replicated server.
 //!
-//! It measures the server's time-until-first-read (TUFR), smooths it, writes
-//! the probe file the resolver fetches, and pushes significant changes to the
-//! zone's authoritative resolver (see `DESIGN.md`, "Metric collection").
+//! It measures the server's time until first read (TUFR), smooths it,
+//! publishes it in the probe file the resolver fetches, and pushes it to the
+//! zone's resolvers when it changes significantly (see `DESIGN.md`, "Metric
+//! collection"). The data flow:
 //!
-//! Not built yet: this crate reserves its place in the workspace. The push
-//! and probe-file formats it will speak belong in `anycast-proto`.
+//! ```text
+//! active (timed requests) ─┐                      ┌─► publish (probe file)
+//!                          ├─► Sample ─► smooth ──┤
+//! passive (access log) ────┘         (Reading)    └─► push (one task per resolver)
+//! ```
+//!
+//! * [`config`]: TOML into one typed [`config::AgentConfig`].
+//! * [`active`], [`passive`]: the two ways of measuring.
+//! * [`smooth`]: EWMA in continuous time, outlier clamp, down detection.
+//! * [`policy`]: when to push (pure).
+//! * [`push`]: signing and sending; [`publish`]: the probe file.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod active;
+pub mod config;
+pub mod passive;
+pub mod policy;
+pub mod publish;
+pub mod push;
+pub mod smooth;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{AgentConfig, PassiveConfig};
+use crate::smooth::{Reading, Smoother};
+
+/// One measurement outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    /// A measured time until first read.
+    Tufr(Duration),
+    /// The server did not answer the measurement.
+    Failed,
+}
+
+/// The current reading with its sequence number and time, as published.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Report {
+    /// State and smoothed TUFR.
+    pub reading: Reading,
+    /// Sequence number of this reading.
+    pub seq: u64,
+    /// When it was made, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Sequence numbers that increase strictly, across restarts too: each is the
+/// current time in microseconds since the Unix epoch, or one more than the
+/// previous number if the clock has not moved on (or went back).
+#[derive(Debug, Clone, Default)]
+pub struct SeqClock(Arc<AtomicU64>);
+
+impl SeqClock {
+    /// The next number.
+    pub fn next(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let mut last = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last.saturating_add(1));
+            match self
+                .0
+                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+}
+
+/// How often the smoother re-evaluates without samples (to notice silence).
+const SMOOTHER_TICK: Duration = Duration::from_millis(500);
+
+/// Runs the agent until `shutdown`, then sends the draining push.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+    let seq = SeqClock::default();
+    let measuring = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let (samples_tx, samples_rx) = mpsc::channel(256);
+    if let Some(active) = config.active.clone() {
+        info!(url = %active.url, interval = ?active.interval, "measuring actively");
+        tasks.spawn(
+            active::measure(
+                active,
+                client.clone(),
+                samples_tx.clone(),
+                measuring.clone(),
+            )
+            .instrument(info_span!("active")),
+        );
+    }
+    if let Some(passive) = config.passive.clone() {
+        info!(log = %passive.log.display(), "measuring passively");
+        let (tx, stop) = (samples_tx.clone(), measuring.clone());
+        tasks.spawn_blocking(move || follow_log(passive, tx, stop));
+    }
+    drop(samples_tx);
+
+    let (reports_tx, reports_rx) = watch::channel(None);
+    tasks.spawn(
+        smooth_samples(
+            Smoother::new(config.smoothing),
+            samples_rx,
+            reports_tx,
+            seq.clone(),
+            measuring.clone(),
+        )
+        .instrument(info_span!("smooth")),
+    );
+
+    let server = config.server.to_string();
+    publish::start(
+        config.probe_file.clone(),
+        server.clone(),
+        reports_rx.clone(),
+        measuring.clone(),
+        &tasks,
+    )
+    .await?;
+    if let Some(path) = &config.probe_file.path {
+        info!(path = %path.display(), "writing the probe file");
+    }
+
+    let pusher = push::Pusher {
+        server,
+        groups: config.groups.clone(),
+        key: config.key.clone(),
+        client,
+        timeout: config.push_timeout,
+        seq,
+    };
+    for url in &config.push_urls {
+        tasks.spawn(
+            pusher
+                .clone()
+                .run_target(
+                    url.clone(),
+                    config.policy,
+                    reports_rx.clone(),
+                    measuring.clone(),
+                )
+                .instrument(info_span!("push", %url)),
+        );
+    }
+    info!(server = %config.server, groups = ?config.groups, targets = config.push_urls.len(), "agent running");
+
+    shutdown.cancelled().await;
+    measuring.cancel();
+    tasks.close();
+    pusher.drain(&config.push_urls).await;
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("tasks did not stop within 5 s");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Feeds samples to the smoother and publishes each new reading.
+async fn smooth_samples(
+    mut smoother: Smoother,
+    mut samples: mpsc::Receiver<Sample>,
+    reports: watch::Sender<Option<Report>>,
+    seq: SeqClock,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SMOOTHER_TICK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            sample = samples.recv() => match sample {
+                None => return,
+                Some(Sample::Tufr(t)) => smoother.sample(t, std::time::Instant::now()),
+                Some(Sample::Failed) => smoother.failure(),
+            },
+        }
+        let Some(reading) = smoother.reading(std::time::Instant::now()) else {
+            continue;
+        };
+        reports.send_if_modified(|current| {
+            if current.is_some_and(|c| c.reading == reading) {
+                return false;
+            }
+            if current.is_none_or(|c| c.reading.state != reading.state) {
+                info!(state = ?reading.state, tufr_ms = ?reading.tufr_ms, "server state");
+            }
+            let at_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0);
+            *current = Some(Report {
+                reading,
+                seq: seq.next(),
+                at_ms,
+            });
+            true
+        });
+    }
+}
+
+/// Follows the access log (blocking file I/O, on its own thread), sending
+/// the median of each poll's request times as one sample: the smoother
+/// weighs samples by time, so a burst of lines read at one instant must count
+/// as one observation, and the median keeps one odd line from dominating it.
+fn follow_log(config: PassiveConfig, samples: mpsc::Sender<Sample>, shutdown: CancellationToken) {
+    let mut follower = match passive::LogFollower::open(&config.log, config.format, false) {
+        Ok(f) => f,
+        Err(error) => {
+            warn!(log = %config.log.display(), %error, "cannot follow the access log");
+            return;
+        }
+    };
+    let mut reported_error = false;
+    while !shutdown.is_cancelled() {
+        match follower.poll() {
+            Ok(mut times) if !times.is_empty() => {
+                reported_error = false;
+                times.sort_unstable();
+                let median = times[times.len() / 2];
+                if samples.blocking_send(Sample::Tufr(median)).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if !reported_error {
+                    warn!(log = %config.log.display(), %error, "cannot read the access log");
+                    reported_error = true;
+                }
+            }
+        }
+        std::thread::sleep(config.poll);
+    }
+}

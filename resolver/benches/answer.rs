@@ -21,6 +21,7 @@ use anycast_proto::{Metric, Zone};
 use anycast_resolver::config::Config;
 use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
+use anycast_resolver::push::PushBoard;
 use anycast_resolver::select::{Family, select};
 use anycast_tests::upstream::{Upstream, example_zone};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -69,6 +70,7 @@ fn benches(c: &mut Criterion) {
     let upstream = Upstream::start(example_zone()).expect("fake upstream starts");
     let config = config(upstream.addr());
     let directory = Arc::new(anycast_resolver::directory(&config));
+    let pushes = Arc::new(PushBoard::new(config.push.clone()));
     let zones = vec![Zone::new("any.example.net").expect("valid zone")];
 
     c.bench_function("name/parse", |b| {
@@ -81,7 +83,8 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("select/{metric}"), |b| {
             let mut rng = rand::rng();
             b.iter(|| {
-                select(group, black_box(metric), Family::V4, &mut rng).map(|c| c.pick.address)
+                select(group, black_box(metric), Family::V4, &*pushes, &mut rng)
+                    .map(|c| c.pick.address)
             })
         });
     }
@@ -93,7 +96,7 @@ fn benches(c: &mut Criterion) {
     let front = {
         let _guard = runtime.enter();
         let forwarder = Forwarder::new(&config.forward).expect("forwarder");
-        DnsFront::new(&config, directory.clone(), forwarder)
+        DnsFront::new(&config, directory.clone(), pushes.clone(), forwarder)
     };
     let client: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
 

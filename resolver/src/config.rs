@@ -8,16 +8,18 @@
 //! `configs/resolver.toml` is the commented reference.
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use anycast_config_file::ConfigError;
+use anycast_config_file::{HumanDuration, Source, Spanned, positive, positive_duration, spanned};
+use anycast_proto::push::PushKey;
 use anycast_proto::{AnycastName, Zone};
 use ipnet::IpNet;
 use serde::Deserialize;
-use toml::Spanned;
 
 use crate::groups::{AnswerMode, Group, Member};
+pub use crate::push::PushConfig;
 
 /// Port of the DNS listener when the file names none (5353 belongs to mDNS).
 pub const DEFAULT_DNS_PORT: u16 = 5300;
@@ -31,6 +33,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Forwarding of names outside the anycast zones.
     pub forward: ForwardConfig,
+    /// The push receiver.
+    pub push: PushConfig,
     /// The anycast zones, each with its settings.
     pub zones: Vec<ZoneConfig>,
     /// The statically configured groups.
@@ -108,74 +112,59 @@ impl GroupConfig {
     }
 }
 
-/// A configuration that cannot be used, with where it went wrong.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The file is not a valid configuration.
-    #[error("{}:{line}:{column}: {field}{message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        /// `field `x` in [table]: `, or empty when no field applies.
-        field: String,
-        message: String,
-    },
-}
-
 impl Config {
     /// Reads and validates a config file.
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::from_toml(&text, path)
+        Config::from_source(&Source::read(path)?, &|name| std::env::var_os(name))
     }
 
     /// Parses and validates config text; `path` is only used in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |span: Option<Range<usize>>, message: String| {
-            let at = Location::of(text, span);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line: at.line,
-                column: at.column,
-                field: at.field,
-                message,
-            }
-        };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_owned()))?;
-        Config::from_raw(raw).map_err(|(span, message)| invalid(Some(span), message))
+        Config::from_source(&Source::new(text, path), &|name| std::env::var_os(name))
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Config, (Range<usize>, String)> {
+    /// Validates a config source; `env` looks environment variables up (for
+    /// push keys given by variable), so tests need not touch the process
+    /// environment.
+    pub fn from_source(
+        source: &Source,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = source.parse()?;
+        Config::from_raw(raw, source, env)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        source: &Source,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Config, ConfigError> {
         let RawConfig {
             dns,
             http,
             forward,
+            push,
             zones: raw_zones,
             groups: raw_groups,
         } = raw;
+        let err =
+            |span: std::ops::Range<usize>, message: String| source.error_at(Some(span), message);
 
         let dns = DnsConfig {
-            listen: positive_list(dns.listen, "listen at least one address")?,
-            max_inflight_udp: positive(dns.max_inflight_udp)?,
-            max_tcp_connections: positive(dns.max_tcp_connections)?,
-            tcp_idle_timeout: positive_duration(dns.tcp_idle_timeout)?,
+            listen: {
+                if dns.listen.get_ref().is_empty() {
+                    return Err(err(dns.listen.span(), "listen at least one address".into()));
+                }
+                dns.listen.into_inner()
+            },
+            max_inflight_udp: positive(source, dns.max_inflight_udp)?,
+            max_tcp_connections: positive(source, dns.max_tcp_connections)?,
+            tcp_idle_timeout: positive_duration(source, dns.tcp_idle_timeout)?,
             udp_payload: {
                 let span = dns.udp_payload.span();
                 let value = dns.udp_payload.into_inner();
                 if !(512..=4096).contains(&value) {
-                    return Err((span, format!("{value} is outside 512..=4096")));
+                    return Err(err(span, format!("{value} is outside 512..=4096")));
                 }
                 value
             },
@@ -185,15 +174,53 @@ impl Config {
             upstreams: forward.upstreams.into_iter().map(|u| u.0).collect(),
             allow: forward.allow,
             cache_size: forward.cache_size,
-            timeout: positive_duration(forward.timeout)?,
+            timeout: positive_duration(source, forward.timeout)?,
+        };
+
+        let mut keys: Vec<PushKey> = Vec::new();
+        for k in push.keys {
+            let span = k.span();
+            let k = k.into_inner();
+            let secret = match (&k.file, &k.env) {
+                (Some(file), None) => std::fs::read(file).map_err(|e| {
+                    err(
+                        span.clone(),
+                        format!("cannot read key file {}: {e}", file.display()),
+                    )
+                })?,
+                (None, Some(name)) => env(name)
+                    .ok_or_else(|| {
+                        err(
+                            span.clone(),
+                            format!("environment variable {name} is not set"),
+                        )
+                    })?
+                    .into_encoded_bytes(),
+                _ => {
+                    return Err(err(
+                        span,
+                        "give each key as `file` or `env` (one of them)".into(),
+                    ));
+                }
+            };
+            let key = PushKey::new(&k.id, &secret).map_err(|e| err(span.clone(), e.to_string()))?;
+            if keys.iter().any(|o| o.id == key.id) {
+                return Err(err(span, format!("key {:?} is defined twice", key.id)));
+            }
+            keys.push(key);
+        }
+        let push = PushConfig {
+            keys,
+            window: positive_duration(source, push.window)?,
         };
 
         let mut zones: Vec<ZoneConfig> = Vec::new();
         for raw in raw_zones {
             let span = raw.name.span();
-            let name = Zone::new(raw.name.get_ref()).map_err(|e| (span.clone(), e.to_string()))?;
+            let name =
+                Zone::new(raw.name.get_ref()).map_err(|e| err(span.clone(), e.to_string()))?;
             if zones.iter().any(|z| z.name == name) {
-                return Err((span, format!("zone {name} is defined twice")));
+                return Err(err(span, format!("zone {name} is defined twice")));
             }
             zones.push(ZoneConfig {
                 name,
@@ -205,13 +232,14 @@ impl Config {
         for raw in raw_groups {
             let zone = match &raw.zone {
                 Some(z) => {
-                    let wanted = Zone::new(z.get_ref()).map_err(|e| (z.span(), e.to_string()))?;
+                    let wanted =
+                        Zone::new(z.get_ref()).map_err(|e| err(z.span(), e.to_string()))?;
                     zones
                         .iter()
                         .find(|c| c.name == wanted)
                         .map(|c| c.name.clone())
                         .ok_or_else(|| {
-                            (
+                            err(
                                 z.span(),
                                 format!("zone {wanted} is not defined by any [[zone]]"),
                             )
@@ -220,7 +248,7 @@ impl Config {
                 None => match zones.as_slice() {
                     [only] => only.name.clone(),
                     _ => {
-                        return Err((
+                        return Err(err(
                             raw.service.span(),
                             "this group needs `zone = ...`: there is not exactly one [[zone]]"
                                 .to_owned(),
@@ -230,9 +258,9 @@ impl Config {
             };
             let span = raw.service.span();
             let name = AnycastName::new(raw.service.get_ref(), None, zone)
-                .map_err(|e| (span.clone(), e.to_string()))?;
+                .map_err(|e| err(span.clone(), e.to_string()))?;
             if groups.iter().any(|g| g.name == name) {
-                return Err((span, format!("group {name} is defined twice")));
+                return Err(err(span, format!("group {name} is defined twice")));
             }
             let mut members: Vec<Member> = Vec::new();
             for m in raw.members {
@@ -246,17 +274,17 @@ impl Config {
                             let span = url.span();
                             let url = url.into_inner();
                             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                                return Err((span, format!("{url:?} is not an http(s) URL")));
+                                return Err(err(span, format!("{url:?} is not an http(s) URL")));
                             }
                             url
                         }
                         None => default_probe_url(SocketAddr::new(address, m.port)),
                     },
                     cost: m.cost,
-                    weight: positive(m.weight)?,
+                    weight: positive(source, m.weight)?,
                 };
                 if members.iter().any(|o| o.endpoint() == member.endpoint()) {
-                    return Err((
+                    return Err(err(
                         span,
                         format!("member {} is listed twice in {name}", member.endpoint()),
                     ));
@@ -277,6 +305,7 @@ impl Config {
                 listen: http.listen,
             },
             forward,
+            push,
             zones,
             groups,
         })
@@ -286,105 +315,6 @@ impl Config {
 /// Where a member serves its probe file when the config names no URL.
 pub fn default_probe_url(endpoint: SocketAddr) -> String {
     format!("http://{endpoint}/.well-known/anycast-probe.json")
-}
-
-fn positive<T: Default + PartialEq + Copy + std::fmt::Display>(
-    v: Spanned<T>,
-) -> Result<T, (Range<usize>, String)> {
-    if *v.get_ref() == T::default() {
-        return Err((v.span(), "must be greater than zero".to_owned()));
-    }
-    Ok(v.into_inner())
-}
-
-fn positive_duration(v: Spanned<HumanDuration>) -> Result<Duration, (Range<usize>, String)> {
-    if v.get_ref().0.is_zero() {
-        return Err((v.span(), "must be longer than zero".to_owned()));
-    }
-    Ok(v.into_inner().0)
-}
-
-fn positive_list<T>(v: Spanned<Vec<T>>, what: &str) -> Result<Vec<T>, (Range<usize>, String)> {
-    if v.get_ref().is_empty() {
-        return Err((v.span(), what.to_owned()));
-    }
-    Ok(v.into_inner())
-}
-
-/// A position in the config text, with the field and table it falls in.
-struct Location {
-    line: usize,
-    column: usize,
-    field: String,
-}
-
-impl Location {
-    fn of(text: &str, span: Option<Range<usize>>) -> Location {
-        let Some(span) = span else {
-            return Location {
-                line: 1,
-                column: 1,
-                field: String::new(),
-            };
-        };
-        let start = span.start.min(text.len());
-        let before = &text[..start];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
-        let this_line = text[line_start..].lines().next().unwrap_or("");
-        let key = this_line
-            .split_once('=')
-            .map(|(k, _)| k.trim())
-            .filter(|k| !k.is_empty() && !k.starts_with('['));
-        let table = before
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| l.starts_with('['))
-            .map(|l| l.split('#').next().unwrap_or(l).trim());
-        let field = match (key, table) {
-            (Some(k), Some(t)) => format!("field `{k}` in {t}: "),
-            (Some(k), None) => format!("field `{k}`: "),
-            (None, Some(t)) => format!("in {t}: "),
-            (None, None) => String::new(),
-        };
-        Location {
-            line,
-            column,
-            field,
-        }
-    }
-}
-
-/// A duration written as `"10s"`, `"500ms"` or `"2m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct HumanDuration(Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map(HumanDuration).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration (write e.g. \"500ms\", \"10s\" or \"2m\")"
-            ))
-        })
-    }
-}
-
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// An upstream written as `"IP"` (port 53) or `"IP:port"`.
@@ -416,6 +346,8 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     forward: RawForward,
+    #[serde(default)]
+    push: RawPush,
     #[serde(default, rename = "zone")]
     zones: Vec<RawZone>,
     #[serde(default, rename = "group")]
@@ -439,10 +371,10 @@ impl Default for RawDns {
                 0..0,
                 vec![SocketAddr::from(([127, 0, 0, 1], DEFAULT_DNS_PORT))],
             ),
-            max_inflight_udp: Spanned::new(0..0, 1024),
-            max_tcp_connections: Spanned::new(0..0, 128),
-            tcp_idle_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(10))),
-            udp_payload: Spanned::new(0..0, 1232),
+            max_inflight_udp: spanned(1024),
+            max_tcp_connections: spanned(128),
+            tcp_idle_timeout: spanned(Duration::from_secs(10).into()),
+            udp_payload: spanned(1232),
         }
     }
 }
@@ -479,9 +411,34 @@ impl Default for RawForward {
                 IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
             cache_size: 4096,
-            timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(2))),
+            timeout: spanned(Duration::from_secs(2).into()),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPush {
+    window: Spanned<HumanDuration>,
+    #[serde(rename = "key")]
+    keys: Vec<Spanned<RawKey>>,
+}
+
+impl Default for RawPush {
+    fn default() -> Self {
+        Self {
+            window: spanned(Duration::from_secs(30).into()),
+            keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: String,
+    file: Option<PathBuf>,
+    env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -531,7 +488,7 @@ fn default_port() -> u16 {
 }
 
 fn default_weight() -> Spanned<u32> {
-    Spanned::new(0..0, 1)
+    spanned(1)
 }
 
 #[cfg(test)]
@@ -681,15 +638,5 @@ probe = "http://[::1]:80/p.json"
             "[[zone]]\nname = \"a.b\"\n[[zone]]\nname = \"c.d\"\n[[group]]\nservice = \"w\"\n",
         );
         assert!(e.contains("needs `zone"), "{e}");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("2"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("1e999s"), None);
     }
 }

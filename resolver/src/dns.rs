@@ -9,9 +9,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anycast_proto::name::{self, NameError};
-use anycast_proto::{AnycastName, Metric, Zone};
+use anycast_proto::{AnycastName, Zone};
 use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
@@ -24,8 +25,10 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::groups::{AnswerMode, Directory, Group};
-use crate::select::{self, Basis, Family};
+use crate::groups::{AnswerMode, Directory};
+use crate::push::PushBoard;
+use crate::select::{self, Family};
+use crate::view::GroupView;
 
 /// The EDNS version we speak (RFC 6891).
 const EDNS_VERSION: u8 = 0;
@@ -43,6 +46,7 @@ pub enum Transport {
 #[derive(Debug)]
 pub struct DnsFront {
     directory: Arc<Directory>,
+    pushes: Arc<PushBoard>,
     zones: Vec<ZoneInfo>,
     forwarder: Forwarder,
     allow: Vec<IpNet>,
@@ -76,8 +80,14 @@ impl Reply {
 }
 
 impl DnsFront {
-    /// Builds the front from the configuration and a forwarder.
-    pub fn new(config: &Config, directory: Arc<Directory>, forwarder: Forwarder) -> Self {
+    /// Builds the front from the configuration, the groups, their pushes and
+    /// a forwarder.
+    pub fn new(
+        config: &Config,
+        directory: Arc<Directory>,
+        pushes: Arc<PushBoard>,
+        forwarder: Forwarder,
+    ) -> Self {
         let zones = config
             .zones
             .iter()
@@ -103,6 +113,7 @@ impl DnsFront {
             .collect();
         Self {
             directory,
+            pushes,
             zones,
             forwarder,
             allow: config.forward.allow.clone(),
@@ -238,22 +249,30 @@ impl DnsFront {
             _ => return negative(ResponseCode::NoError),
         };
         let mut rng = rand::rng();
-        let Some(choice) = select::select(group, name.metric(), family, &mut rng) else {
+        let Some(choice) = select::select(group, name.metric(), family, &*self.pushes, &mut rng)
+        else {
             return negative(ResponseCode::NoError);
         };
 
         let mut reply = Reply::new(meta, ResponseCode::NoError);
         reply.answers = if qtype == RecordType::TXT {
-            explain(group, &name, &choice)
-                .into_iter()
-                .map(|line| {
-                    Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line])))
-                })
-                .collect()
+            GroupView::build(
+                group,
+                name.metric(),
+                Some(&choice.set),
+                &self.pushes,
+                Instant::now(),
+            )
+            .txt_lines()
+            .into_iter()
+            .map(|line| {
+                Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line])))
+            })
+            .collect()
         } else {
             let members = match group.answer {
-                AnswerMode::One => &choice.set[..1],
-                AnswerMode::Set => &choice.set[..],
+                AnswerMode::One => &choice.set.members[..1],
+                AnswerMode::Set => &choice.set.members[..],
             };
             members
                 .iter()
@@ -322,45 +341,4 @@ fn parse_qname(qname: &Name, zones: &[Zone]) -> Result<AnycastName, NameError> {
         text.extend_from_slice(label);
     }
     name::parse_bytes(&text, zones)
-}
-
-/// The TXT view of a group: one string per line, each under 255 bytes.
-fn explain(group: &Group, name: &AnycastName, choice: &select::Choice<'_>) -> Vec<String> {
-    let metric = name.metric();
-    let mut lines = vec![format!(
-        "group={} metric={} ttl={} answer={} members={}",
-        group.name,
-        metric,
-        group.ttl,
-        group.answer.label(),
-        group.members.len()
-    )];
-    lines.push(match choice.basis {
-        Basis::Applied => format!("basis: {}", describe(metric)),
-        Basis::Unmeasured => format!(
-            "basis: {metric} needs push/probe estimates, which are not available yet: answering as random"
-        ),
-    });
-    for m in &group.members {
-        let in_set = choice.set.iter().any(|s| s.endpoint() == m.endpoint());
-        lines.push(format!(
-            "member={} cost={} weight={} in_set={}",
-            m.endpoint(),
-            m.cost,
-            m.weight,
-            if in_set { "yes" } else { "no" }
-        ));
-    }
-    lines
-}
-
-fn describe(metric: Metric) -> &'static str {
-    match metric {
-        Metric::Rr => "round robin over every member",
-        Metric::Random => "uniform random over every member",
-        Metric::Cost => "random among the members of least cost",
-        Metric::Rt => "estimated response time (hybrid push/probe)",
-        Metric::Load => "pushed server processing time",
-        Metric::Path => "probe response time (nearest)",
-    }
 }

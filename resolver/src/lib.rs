@@ -9,18 +9,24 @@
 //! * [`groups`] holds the anycast groups and their members ([`groups::Directory`]).
 //! * [`select`] picks a member by metric: pure, random source passed in.
 //! * [`forward`] sends names outside the anycast zones to upstream DNS, cached.
+//! * [`push`] checks agents' signed load reports and keeps the latest of each
+//!   member; [`view`] explains a group (TXT and JSON alike).
+//! * [`api`] is the HTTP API: the push receiver and the group views.
 //! * [`config`] turns the TOML file into one typed [`config::Config`].
 //!
 //! The anycast-name grammar itself lives in the shared `anycast-proto` crate.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod api;
 pub mod config;
 pub mod dns;
 pub mod forward;
 pub mod groups;
+pub mod push;
 pub mod select;
 pub mod server;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +39,7 @@ use crate::config::Config;
 use crate::dns::DnsFront;
 use crate::forward::Forwarder;
 use crate::groups::Directory;
+use crate::push::PushBoard;
 use crate::server::Listener;
 
 /// How long in-flight answers may take to finish after shutdown is requested.
@@ -51,7 +58,13 @@ pub fn directory(config: &Config) -> Directory {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let forwarder = Forwarder::new(&config.forward)?;
     let directory = Arc::new(directory(&config));
-    let front = Arc::new(DnsFront::new(&config, directory.clone(), forwarder));
+    let pushes = Arc::new(PushBoard::new(config.push.clone()));
+    let front = Arc::new(DnsFront::new(
+        &config,
+        directory.clone(),
+        pushes.clone(),
+        forwarder,
+    ));
 
     let mut listeners = Vec::new();
     for addr in &config.dns.listen {
@@ -60,14 +73,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .with_context(|| format!("cannot listen on {addr}"))?;
         listeners.push(listener);
     }
+    let http = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for HTTP", config.http.listen))?;
     tracing::info!(
         zones = config.zones.len(),
         groups = config.groups.len(),
+        push_keys = config.push.keys.len(),
         "anycast resolver starting"
     );
+    if !pushes.has_keys() {
+        tracing::warn!("no [[push.key]] configured: every push will be refused");
+    }
 
     let tasks = TaskTracker::new();
     server::serve(listeners, front, &config.dns, shutdown.clone(), &tasks)?;
+    let http_addr = http.local_addr()?;
+    tracing::info!(listener = "http", "listening on {http_addr}");
+    let app = api::router(api::ApiState { directory, pushes });
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(http, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "HTTP listener failed");
+        }
+    });
     shutdown.cancelled().await;
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())

@@ -1,0 +1,170 @@
+//! Publishing the probe file: written atomically into the server's docroot,
+//! and/or served by the agent's own HTTP listener.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anycast_proto::probe::ProbeFile;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::Report;
+use crate::config::ProbeFileConfig;
+
+/// Least time between two writes of the probe file: readers see the latest
+/// value within this, and a fast-changing value does not turn into a storm
+/// of disk writes.
+const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Writes `bytes` to `path` atomically: a reader sees the old file or the new
+/// one, never a mix (temp file in the same directory, then rename).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir, path)?;
+    let result = (|| {
+        tmp.1.write_all(bytes)?;
+        tmp.1.sync_data()?;
+        std::fs::rename(&tmp.0, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp.0);
+    }
+    result
+}
+
+fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    Ok((tmp, file))
+}
+
+/// Keeps the probe file current until `shutdown`; the agent's listener (if
+/// configured) is bound before this returns, so its address can be logged.
+pub async fn start(
+    config: ProbeFileConfig,
+    server: String,
+    reports: watch::Receiver<Option<Report>>,
+    shutdown: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> anyhow::Result<()> {
+    let (bytes_tx, bytes_rx) = watch::channel(Arc::<[u8]>::from(&b""[..]));
+    if let Some(addr) = config.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the probe file: {e}"))?;
+        let local: SocketAddr = listener.local_addr()?;
+        info!(listener = "probe-http", "listening on {local}");
+        let app = axum::Router::new().fallback(move || {
+            let bytes = bytes_rx.borrow().clone();
+            async move {
+                (
+                    [
+                        (axum::http::header::CONTENT_TYPE, "application/json"),
+                        (axum::http::header::CACHE_CONTROL, "no-store"),
+                    ],
+                    bytes.to_vec(),
+                )
+            }
+        });
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                warn!(%error, "probe file listener failed");
+            }
+        });
+    }
+    tasks.spawn(keep_current(config, server, reports, bytes_tx, shutdown));
+    Ok(())
+}
+
+async fn keep_current(
+    config: ProbeFileConfig,
+    server: String,
+    mut reports: watch::Receiver<Option<Report>>,
+    bytes: watch::Sender<Arc<[u8]>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let report = *reports.borrow_and_update();
+        if let Some(report) = report {
+            let file = ProbeFile {
+                server: server.clone(),
+                state: report.reading.state,
+                tufr_ms: report.reading.tufr_ms,
+                seq: report.seq,
+                at_ms: report.at_ms,
+                pad: String::new(),
+            };
+            let json: Arc<[u8]> = file.to_json(config.size).into();
+            if let Some(path) = &config.path {
+                let (path, json) = (path.clone(), json.clone());
+                let written =
+                    tokio::task::spawn_blocking(move || write_atomically(&path, &json)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => warn!(%error, "cannot write the probe file"),
+                    Err(error) => warn!(%error, "probe file writer failed"),
+                }
+            }
+            bytes.send_replace(json);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MIN_WRITE_INTERVAL) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = reports.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe.json");
+        write_atomically(&path, b"one").unwrap();
+        write_atomically(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("probe.json")]);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe.json");
+        write_atomically(&path, b"old").unwrap();
+        // A directory where the file should go makes the rename fail.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("x"), b"").unwrap();
+        assert!(write_atomically(&blocked, b"new").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+    }
+}

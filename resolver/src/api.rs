@@ -1,0 +1,142 @@
+//! The HTTP API on the resolver's HTTP listener.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /v1/push` | a member's signed load report (see [`crate::push`]) |
+//! | `GET /v1/groups` | the names of every group |
+//! | `GET /v1/groups/{adn}` | one group explained (either name form; `?metric=` optional) |
+//! | `GET /v1/pushes` | push counters: accepted, and rejected by reason |
+//!
+//! Errors are JSON `{"error": "...", "detail": "..."}` with a fitting status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anycast_proto::push::{MAX_PUSH_BYTES, SIGNATURE_HEADER};
+use anycast_proto::{Metric, name};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::groups::Directory;
+use crate::push::{PushBoard, Refused, Rejection};
+use crate::select::{self, Family};
+use crate::view::GroupView;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The groups.
+    pub directory: Arc<Directory>,
+    /// The latest pushes.
+    pub pushes: Arc<PushBoard>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/push", post(receive_push))
+        .route("/v1/pushes", get(push_counters))
+        .route("/v1/groups", get(list_groups))
+        .route("/v1/groups/{adn}", get(show_group))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": error, "detail": detail.into() })),
+    )
+        .into_response()
+}
+
+async fn receive_push(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    let now = Instant::now();
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Read one byte past the cap, so "too large" is told apart from "at the cap".
+    let result = match axum::body::to_bytes(body, MAX_PUSH_BYTES + 1).await {
+        Err(e) => Err(state.pushes.refuse(
+            Refused {
+                rejection: Rejection::TooLarge,
+                detail: format!("body unreadable or over {MAX_PUSH_BYTES} bytes: {e}"),
+            },
+            now,
+        )),
+        Ok(bytes) => {
+            let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+            state
+                .pushes
+                .receive(signature, &bytes, &state.directory, now, now_unix)
+        }
+    };
+    match result {
+        Ok(push) => Json(json!({ "accepted": true, "seq": push.seq })).into_response(),
+        Err(refused) => error(
+            StatusCode::from_u16(refused.rejection.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            refused.rejection.reason(),
+            refused.detail,
+        ),
+    }
+}
+
+async fn push_counters(State(state): State<ApiState>) -> Response {
+    let rejected: BTreeMap<&str, u64> = state
+        .pushes
+        .rejected()
+        .into_iter()
+        .map(|(r, n)| (r.reason(), n))
+        .collect();
+    Json(json!({ "accepted": state.pushes.accepted(), "rejected": rejected })).into_response()
+}
+
+async fn list_groups(State(state): State<ApiState>) -> Response {
+    let mut names: Vec<String> = state
+        .directory
+        .groups()
+        .map(|g| g.name.to_string())
+        .collect();
+    names.sort();
+    Json(json!({ "groups": names })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ShowQuery {
+    metric: Option<String>,
+}
+
+async fn show_group(
+    State(state): State<ApiState>,
+    Path(adn): Path<String>,
+    Query(query): Query<ShowQuery>,
+) -> Response {
+    let name = match name::parse(&adn, state.directory.zones()) {
+        Ok(name) => name,
+        Err(e) => return error(StatusCode::NOT_FOUND, "not_an_anycast_name", e.to_string()),
+    };
+    let metric = match query.metric.as_deref() {
+        None => name.metric(),
+        Some(m) => match m.parse::<Metric>() {
+            Ok(m) => m,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "unknown_metric", e.to_string()),
+        },
+    };
+    let Some(group) = state.directory.group(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no_such_group",
+            format!("no group {}", name.group_name()),
+        );
+    };
+    let set = select::equivalent_set(group, metric, Family::Any, &*state.pushes);
+    let view = GroupView::build(group, metric, set.as_ref(), &state.pushes, Instant::now());
+    Json(view).into_response()
+}
