@@ -120,7 +120,9 @@ impl Location {
             .split_once('=')
             .map(|(k, _)| k.trim())
             .filter(|k| !k.is_empty() && !k.starts_with('['));
-        let table = before
+        // The table the span is in: the last header at or above its line.
+        let through_line = &text[..(line_start + this_line.len()).min(text.len())];
+        let table = through_line
             .lines()
             .rev()
             .map(str::trim)
@@ -245,6 +247,13 @@ mod tests {
         );
         let e = err("wait = \"1s\"\nwat = 1\n");
         assert!(e.starts_with("c.toml:2:1:") && e.contains("wat"), "{e}");
+    }
+
+    #[test]
+    fn a_span_on_a_header_names_that_table() {
+        let source = Source::new("wait = \"1s\"\n[[table]]\nport = 1\n", Path::new("c.toml"));
+        let e = source.error_at(Some(12..21), "bad table").to_string();
+        assert_eq!(e, "c.toml:2:1: in [[table]]: bad table");
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anycast_agent::config::AgentConfig;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 /// Push agent for application-layer anycast: runs beside a replicated server,
 /// measures its time until first read (actively and/or from its access log),
@@ -49,51 +48,6 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "hyper=warn,reqwest=warn,{}",
-            args.log
-        )))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        anycast_agent::run(config, shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining and shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: draining and shutting down"),
-    }
-    shutdown.cancel();
+    anycast_daemon::init_logging(&["hyper", "reqwest"], &args.log);
+    anycast_daemon::run(|shutdown| anycast_agent::run(config, shutdown))
 }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use anycast_resolver::config::Config;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 /// DNS resolver for application-layer anycast: answers names of replicated
 /// services (`web.any.example.net`, `rt.web.any.example.net`,
@@ -57,53 +56,6 @@ fn main() -> ExitCode {
     }
 
     // hickory logs every query at info; a resolver must not.
-    let filter = format!(
-        "hickory_server=warn,hickory_resolver=warn,hickory_net=warn,{}",
-        args.log
-    );
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        anycast_resolver::run(config, shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    shutdown.cancel();
+    anycast_daemon::init_logging(&["hickory_server", "hickory_resolver", "hickory_net"], &args.log);
+    anycast_daemon::run(|shutdown| anycast_resolver::run(config, shutdown))
 }
