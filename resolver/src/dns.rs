@@ -14,6 +14,7 @@ use std::time::Instant;
 use anycast_proto::name::{self, NameError};
 use anycast_proto::{AnycastName, Zone};
 use hickory_net::xfer::Protocol;
+use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -300,31 +301,82 @@ impl DnsFront {
             (Transport::Udp, Some(edns)) => edns.max_payload(),
             (Transport::Udp, None) => 512,
         };
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max_size);
-        let response = MessageResponseBuilder::new(queries, edns).build(
-            reply.metadata,
-            reply.answers.iter(),
-            reply.authorities.iter(),
-            std::iter::empty(),
-            std::iter::empty(),
-        );
-        if let Err(error) = response.destructive_emit(&mut encoder) {
+        let encoded = emit(&reply, queries, edns, max_size).and_then(|(bytes, header)| {
+            match edns {
+                // The answers filled the payload and the OPT record no longer
+                // fit; RFC 6891 section 7 wants it even in a truncated
+                // response, so encode again leaving room for it.
+                Some(edns) if header.metadata.truncation && header.counts.additionals == 0 => {
+                    with_opt_appended(&reply, queries, edns, max_size)
+                }
+                _ => Ok(bytes),
+            }
+        });
+        encoded.unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot encode response; answering SERVFAIL");
-            bytes.clear();
             let mut metadata = reply.metadata;
             metadata.response_code = ResponseCode::ServFail;
             let header = Header {
                 metadata,
                 counts: HeaderCounts::default(),
             };
-            let mut encoder = BinEncoder::new(&mut bytes);
+            let mut bytes = Vec::with_capacity(12);
             // A bare header always fits.
-            let _ = header.emit(&mut encoder);
-        }
-        bytes
+            let _ = header.emit(&mut BinEncoder::new(&mut bytes));
+            bytes
+        })
     }
+}
+
+/// Encodes a reply within `max_size` bytes; records that do not fit are left
+/// out and TC is set.
+fn emit(
+    reply: &Reply,
+    queries: &Queries,
+    edns: Option<&Edns>,
+    max_size: u16,
+) -> Result<(Vec<u8>, Header), ProtoError> {
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max_size);
+    let response = MessageResponseBuilder::new(queries, edns).build(
+        reply.metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty(),
+        std::iter::empty(),
+    );
+    let info = response.destructive_emit(&mut encoder)?;
+    // A record that did not fit was rolled back in the encoder's offset but
+    // its bytes stay in the buffer: cut them off.
+    let len = encoder.offset();
+    bytes.truncate(len);
+    let header = Header {
+        metadata: *info,
+        counts: info.counts(),
+    };
+    Ok((bytes, header))
+}
+
+/// Encodes without EDNS in `max_size` less the OPT record's size, then appends
+/// the OPT record and counts it in ARCOUNT.
+fn with_opt_appended(
+    reply: &Reply,
+    queries: &Queries,
+    edns: &Edns,
+    max_size: u16,
+) -> Result<Vec<u8>, ProtoError> {
+    let mut opt = Vec::with_capacity(16);
+    Record::from(edns).emit(&mut BinEncoder::new(&mut opt))?;
+    let room = max_size.saturating_sub(u16::try_from(opt.len()).unwrap_or(u16::MAX));
+    let (mut bytes, header) = emit(reply, queries, None, room)?;
+    let additionals = header.counts.additionals.saturating_add(1);
+    if bytes.len() < 12 {
+        return Err(ProtoError::Message("response shorter than a header"));
+    }
+    bytes[10..12].copy_from_slice(&additionals.to_be_bytes());
+    bytes.extend_from_slice(&opt);
+    Ok(bytes)
 }
 
 /// Reads a query name as an anycast name. Labels are joined raw: a label that

@@ -56,6 +56,9 @@ fn main() -> ExitCode {
     }
 
     // hickory logs every query at info; a resolver must not.
-    anycast_daemon::init_logging(&["hickory_server", "hickory_resolver", "hickory_net"], &args.log);
+    anycast_daemon::init_logging(
+        &["hickory_server", "hickory_resolver", "hickory_net"],
+        &args.log,
+    );
     anycast_daemon::run(|shutdown| anycast_resolver::run(config, shutdown))
 }

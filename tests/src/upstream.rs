@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::rdata::{CNAME, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Records the upstream serves, by lower-case name (with trailing dot).
@@ -67,8 +67,9 @@ impl Drop for Upstream {
     }
 }
 
-/// A zone with `www.example.org` (A 192.0.2.10 and 192.0.2.11, TTL 300) and
-/// `v6.example.org` (AAAA 2001:db8::1): enough to tell forwarding apart.
+/// A zone with `www.example.org` (A 192.0.2.10 and 192.0.2.11, TTL 300),
+/// `v6.example.org` (AAAA 2001:db8::1) and `alias.example.org` (CNAME to
+/// `www.example.org`, TTL 300): enough to tell forwarding apart.
 pub fn example_zone() -> Zone {
     let mut zone = Zone::new();
     let www = name("www.example.org.");
@@ -101,7 +102,44 @@ pub fn example_zone() -> Zone {
             ),
         )],
     );
+    zone.insert(
+        "alias.example.org.".into(),
+        vec![Record::from_rdata(
+            name("alias.example.org."),
+            300,
+            RData::CNAME(CNAME(name("www.example.org."))),
+        )],
+    );
     zone
+}
+
+/// The records of `records` answering `qtype`; a CNAME (asked for another
+/// type) is followed once within the zone, as an authoritative server does.
+fn answer(zone: &Zone, records: &[Record], qtype: RecordType) -> Vec<Record> {
+    let of_type = |records: &[Record]| -> Vec<Record> {
+        records
+            .iter()
+            .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
+            .cloned()
+            .collect()
+    };
+    let matching = of_type(records);
+    if !matching.is_empty() || qtype == RecordType::CNAME {
+        return matching;
+    }
+    let Some(cname) = records
+        .iter()
+        .find(|r| r.record_type() == RecordType::CNAME)
+    else {
+        return matching;
+    };
+    let mut chain = vec![cname.clone()];
+    if let RData::CNAME(CNAME(target)) = &cname.data
+        && let Some(target_records) = zone.get(&target.to_lowercase().to_ascii())
+    {
+        chain.extend(of_type(target_records));
+    }
+    chain
 }
 
 fn name(text: &str) -> Name {
@@ -152,14 +190,7 @@ fn serve(socket: UdpSocket, zone: Zone, queries: &AtomicUsize, stop: &AtomicBool
                     response.add_authority(soa());
                 }
                 Some(records) => {
-                    let matching: Vec<Record> = records
-                        .iter()
-                        .filter(|r| {
-                            query.query_type() == RecordType::ANY
-                                || r.record_type() == query.query_type()
-                        })
-                        .cloned()
-                        .collect();
+                    let matching = answer(&zone, records, query.query_type());
                     if matching.is_empty() {
                         response.add_authority(soa());
                     }

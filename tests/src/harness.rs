@@ -1,0 +1,733 @@
+//! Running the real `anycast-resolver` binary and talking DNS to it.
+//!
+//! * [`resolver_binary`] builds the binary once per test process.
+//! * [`Resolver`] starts it on a config written to a temp dir, finds the port
+//!   it bound from its log, keeps its log lines, and kills it when dropped.
+//! * The `query_*`/`exchange_*` functions are a small blocking DNS client:
+//!   hickory-proto messages or raw bytes, over UDP (from any loopback address)
+//!   or TCP.
+//! * [`dig`] runs the system's `dig` against a resolver.
+//!
+//! Everything waits on conditions with deadlines: nothing sleeps and hopes.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+/// How long a resolver may take to print its `listening on` line.
+pub const START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a query waits for its answer when one is expected.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long to wait before concluding that no answer is coming.
+pub const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many log lines a failing test shows.
+const LOG_TAIL: usize = 100;
+
+/// The log filter the resolver runs with: debug for our crate, so a failing
+/// test's log says what the resolver decided.
+const LOG_FILTER: &str = "info,anycast_resolver=debug";
+
+/// The workspace root (the directory of the root `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests).to_path_buf()
+}
+
+/// Path of the `anycast-resolver` binary, built (incrementally) with cargo the
+/// first time any test of this process asks for it.
+///
+/// A failed build is remembered too, so that every test reports it at once
+/// instead of running cargo again.
+pub fn resolver_binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BINARY.get_or_init(build_resolver) {
+        Ok(path) => path,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn build_resolver() -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "-p",
+            "anycast-resolver",
+            "--bin",
+            "anycast-resolver",
+        ])
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "building anycast-resolver failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    // cargo names the executable it built; fall back to the usual place.
+    let binary = stdout
+        .lines()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
+        .find_map(json_executable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .map(|dir| {
+                    if dir.is_relative() {
+                        root.join(dir)
+                    } else {
+                        dir
+                    }
+                })
+                .unwrap_or_else(|| root.join("target"));
+            target.join("debug").join("anycast-resolver")
+        });
+    if !binary.is_file() {
+        return Err(format!(
+            "cargo built anycast-resolver but {} is not a file",
+            binary.display()
+        ));
+    }
+    Ok(binary)
+}
+
+/// The `"executable"` string of a cargo JSON message, if it has one.
+fn json_executable(line: &str) -> Option<String> {
+    const KEY: &str = r#""executable":""#;
+    let start = line.find(KEY)? + KEY.len();
+    let mut path = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(path),
+            '\\' => path.push(chars.next()?),
+            c => path.push(c),
+        }
+    }
+    None
+}
+
+/// A command running the resolver binary, with no environment-dependent logging.
+pub fn resolver_command() -> Command {
+    let mut command = Command::new(resolver_binary());
+    command.env_remove("RUST_LOG").stdin(Stdio::null());
+    command
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`) from a log line.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The log lines of a process, shared with the thread that reads them.
+#[derive(Debug, Default)]
+struct LogState {
+    lines: Vec<String>,
+    /// stderr reached end of file: the process is gone (or closed it).
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Logs {
+    state: Mutex<LogState>,
+    changed: Condvar,
+}
+
+impl Logs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until a line satisfies `found` (returning what it returns), stderr
+    /// closes, or the deadline passes.
+    fn wait_for<T>(
+        &self,
+        deadline: Duration,
+        mut found: impl FnMut(&str) -> Option<T>,
+    ) -> Option<T> {
+        let end = Instant::now() + deadline;
+        let mut seen = 0;
+        let mut state = self.lock();
+        loop {
+            for line in &state.lines[seen..] {
+                if let Some(t) = found(line) {
+                    return Some(t);
+                }
+            }
+            seen = state.lines.len();
+            let now = Instant::now();
+            if state.closed || now >= end {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, end - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A running `anycast-resolver`, killed when dropped.
+#[derive(Debug)]
+pub struct Resolver {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Logs>,
+    reader: Option<JoinHandle<()>>,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Resolver {
+    /// Writes `config_toml` to a fresh temp dir, starts the resolver on it and
+    /// waits for its DNS listener. Panics (with the log) if it does not come up.
+    pub fn start(config_toml: &str) -> Resolver {
+        Resolver::start_with_args(config_toml, &[])
+    }
+
+    /// [`Resolver::start`] with extra command-line arguments (e.g. `--listen`).
+    pub fn start_with_args(config_toml: &str, args: &[&str]) -> Resolver {
+        let dir = tempfile::tempdir().expect("cannot create a temp dir");
+        let config = dir.path().join("resolver.toml");
+        std::fs::write(&config, config_toml).expect("cannot write the config");
+        let mut child = resolver_command()
+            .arg("--config")
+            .arg(&config)
+            .args(["--log", LOG_FILTER])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start anycast-resolver");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Logs::default());
+        let reader = {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    logs.lock().lines.push(strip_ansi(&line));
+                    logs.changed.notify_all();
+                }
+                logs.lock().closed = true;
+                logs.changed.notify_all();
+            })
+        };
+        let addr = logs.wait_for(START_DEADLINE, |line| listening_addr(line, "dns-udp"));
+        let mut resolver = Resolver {
+            child,
+            addr: addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            logs,
+            reader: Some(reader),
+            config,
+            _dir: dir,
+        };
+        if addr.is_none() {
+            let status = resolver.child.try_wait().ok().flatten();
+            panic!(
+                "anycast-resolver did not report a dns-udp listener within {START_DEADLINE:?} \
+                 (exit status: {status:?}); its log:\n{}",
+                resolver.logs().join("\n")
+            );
+        }
+        resolver
+    }
+
+    /// The DNS address (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The HTTP API's address, once the resolver has logged it (`None` if it
+    /// does not within [`START_DEADLINE`]).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.logs
+            .wait_for(START_DEADLINE, |line| listening_addr(line, "http"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Where its config file is.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Every log line so far, ANSI colours removed.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().lines.clone()
+    }
+
+    /// Waits until a log line contains `needle`; returns that line, or `None`
+    /// if the deadline passes or the process closes stderr first.
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> Option<String> {
+        self.logs.wait_for(deadline, |line| {
+            line.contains(needle).then(|| line.to_owned())
+        })
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(
+            status.success(),
+            "kill -{name} {} failed: {status}",
+            self.pid()
+        );
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("cannot wait for the resolver") {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: its output (captured by the test harness) gets
+            // the end of the resolver's log.
+            let lines = self.logs();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- anycast-resolver on {} (pid {}), last {} log lines:\n{}",
+                self.addr,
+                self.pid(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The address of a `listening on ADDR ... listener="NAME"` log line.
+fn listening_addr(line: &str, listener: &str) -> Option<SocketAddr> {
+    if !line.contains(&format!("listener=\"{listener}\"")) {
+        return None;
+    }
+    let (_, rest) = line.split_once("listening on ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `command` to completion, killing it if it outlives `deadline`.
+pub fn run_with_deadline(command: &mut Command, deadline: Duration) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the command");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(output) => output.expect("cannot collect the output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{command:?} did not finish within {deadline:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// DNS client
+// ---------------------------------------------------------------------------
+
+/// A fully qualified name from text, taking each dot-separated label as raw
+/// bytes, so names such as `Web%any.example.net` (with `%`) are allowed.
+pub fn dns_name(text: &str) -> Name {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    let labels: Vec<&[u8]> = text.split('.').map(str::as_bytes).collect();
+    Name::from_labels(labels).unwrap_or_else(|e| panic!("{text:?} is not a DNS name: {e}"))
+}
+
+/// A recursive query for `name`/`rtype`, without EDNS.
+pub fn query_message(name: &str, rtype: RecordType) -> Message {
+    let mut message = Message::query();
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(dns_name(name), rtype));
+    message
+}
+
+/// The same query with an OPT record advertising `payload` at `version`.
+pub fn with_edns(mut message: Message, payload: u16, version: u8) -> Message {
+    let mut edns = Edns::new();
+    edns.set_max_payload(payload).set_version(version);
+    message.set_edns(edns);
+    message
+}
+
+/// Encodes a message (panics on failure: the tests build valid ones).
+pub fn encode(message: &Message) -> Vec<u8> {
+    message.to_vec().expect("cannot encode the query")
+}
+
+/// Decodes a response, with the bytes in the panic message if it fails.
+pub fn decode(bytes: &[u8]) -> Message {
+    Message::from_vec(bytes).unwrap_or_else(|e| panic!("undecodable response {bytes:02x?}: {e}"))
+}
+
+/// How many bytes follow the message that the header's counts describe (0 in
+/// a well-formed message). Panics if the message does not decode.
+pub fn trailing_bytes(bytes: &[u8]) -> usize {
+    let mut decoder = BinDecoder::new(bytes);
+    Message::read(&mut decoder)
+        .unwrap_or_else(|e| panic!("undecodable response {bytes:02x?}: {e}"));
+    decoder.len()
+}
+
+/// Sends `bytes` in one datagram from `from` (any port) to `addr` and returns
+/// the first datagram that comes back from `addr`, or `None` after `timeout`.
+pub fn exchange_udp(
+    addr: SocketAddr,
+    from: IpAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let socket =
+        UdpSocket::bind(SocketAddr::new(from, 0)).expect("cannot bind a UDP client socket");
+    socket.send_to(bytes, addr).expect("cannot send a datagram");
+    receive_from(&socket, addr, timeout)
+}
+
+/// The next datagram on `socket` from `addr`, or `None` after `timeout`.
+pub fn receive_from(socket: &UdpSocket, addr: SocketAddr, timeout: Duration) -> Option<Vec<u8>> {
+    let end = Instant::now() + timeout;
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let left = end
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())?;
+        socket
+            .set_read_timeout(Some(left))
+            .expect("cannot set a read timeout");
+        match socket.recv_from(&mut buf) {
+            Ok((len, src)) if src == addr => return Some(buf[..len].to_vec()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            // ICMP port unreachable from an earlier send, and the like.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return None,
+            Err(e) => panic!("UDP receive failed: {e}"),
+        }
+    }
+}
+
+/// Sends `message` over UDP from `from` and decodes the answer; panics if none
+/// comes or its ID differs.
+pub fn send_udp_from(addr: SocketAddr, from: IpAddr, message: &Message) -> Message {
+    let bytes = exchange_udp(addr, from, &encode(message), ANSWER_TIMEOUT)
+        .unwrap_or_else(|| panic!("no UDP answer from {addr} within {ANSWER_TIMEOUT:?}"));
+    let response = decode(&bytes);
+    assert_eq!(response.metadata.id, message.metadata.id, "response ID");
+    assert_eq!(response.metadata.message_type, MessageType::Response);
+    response
+}
+
+/// Sends `message` over UDP from 127.0.0.1.
+pub fn send_udp(addr: SocketAddr, message: &Message) -> Message {
+    send_udp_from(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), message)
+}
+
+/// Asks `name`/`rtype` over UDP from 127.0.0.1, without EDNS.
+pub fn query_udp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    send_udp(addr, &query_message(name, rtype))
+}
+
+/// Asks over UDP with EDNS (`payload`, `version`); returns the response and
+/// its size on the wire.
+pub fn query_udp_edns(
+    addr: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    payload: u16,
+    version: u8,
+) -> (Message, usize) {
+    let message = with_edns(query_message(name, rtype), payload, version);
+    let bytes = exchange_udp(
+        addr,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &encode(&message),
+        ANSWER_TIMEOUT,
+    )
+    .unwrap_or_else(|| panic!("no UDP answer from {addr} within {ANSWER_TIMEOUT:?}"));
+    let response = decode(&bytes);
+    assert_eq!(response.metadata.id, message.metadata.id, "response ID");
+    (response, bytes.len())
+}
+
+/// Asks `name`/`rtype` over a new TCP connection.
+pub fn query_tcp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    TcpClient::connect(addr).send(&query_message(name, rtype))
+}
+
+/// One TCP connection to a DNS server, for several length-prefixed exchanges.
+#[derive(Debug)]
+pub struct TcpClient {
+    stream: TcpStream,
+}
+
+impl TcpClient {
+    /// Connects (panics if it cannot).
+    pub fn connect(addr: SocketAddr) -> TcpClient {
+        let stream = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr} over TCP: {e}"));
+        stream.set_nodelay(true).expect("cannot set TCP_NODELAY");
+        TcpClient { stream }
+    }
+
+    /// The underlying stream, for tests that misbehave on purpose.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Writes one length-prefixed message.
+    pub fn write_frame(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let len = u16::try_from(bytes.len()).expect("a DNS message fits 16 bits");
+        let mut framed = len.to_be_bytes().to_vec();
+        framed.extend_from_slice(bytes);
+        self.stream.write_all(&framed)
+    }
+
+    /// Reads one length-prefixed message; `Ok(None)` at end of stream.
+    pub fn read_frame(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut len = [0u8; 2];
+        match self.stream.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        self.stream.read_exact(&mut message)?;
+        Ok(Some(message))
+    }
+
+    /// Sends raw bytes as one message and returns the raw answer.
+    pub fn exchange(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.write_frame(bytes)
+            .expect("cannot write to the TCP connection");
+        self.read_frame(ANSWER_TIMEOUT)
+            .expect("cannot read from the TCP connection")
+            .expect("the server closed the TCP connection instead of answering")
+    }
+
+    /// Sends a message and decodes the answer; panics if none comes or its ID differs.
+    pub fn send(&mut self, message: &Message) -> Message {
+        let response = decode(&self.exchange(&encode(message)));
+        assert_eq!(response.metadata.id, message.metadata.id, "response ID");
+        assert_eq!(response.metadata.message_type, MessageType::Response);
+        response
+    }
+
+    /// Asks `name`/`rtype` on this connection.
+    pub fn query(&mut self, name: &str, rtype: RecordType) -> Message {
+        self.send(&query_message(name, rtype))
+    }
+
+    /// Waits for the server to close the connection: `Some(elapsed)` once a
+    /// read returns end of stream or a reset, `None` if the deadline passes
+    /// first. Panics if the server sends data instead.
+    pub fn wait_closed(&mut self, deadline: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            let left = deadline
+                .checked_sub(start.elapsed())
+                .filter(|d| !d.is_zero())?;
+            self.stream
+                .set_read_timeout(Some(left))
+                .expect("cannot set a read timeout");
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(n) => panic!("expected the server to close the connection, got {n} bytes"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A reset is a close too.
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+    }
+}
+
+/// A DNS header with the given ID, flags word and section counts.
+pub fn raw_header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(12);
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend_from_slice(&flags.to_be_bytes());
+    for count in counts {
+        bytes.extend_from_slice(&count.to_be_bytes());
+    }
+    bytes
+}
+
+/// Sets the opcode of an encoded message.
+pub fn set_opcode(bytes: &mut [u8], op_code: OpCode) {
+    let code = u8::from(op_code) & 0x0f;
+    bytes[2] = (bytes[2] & !0x78) | (code << 3);
+}
+
+// ---------------------------------------------------------------------------
+// dig
+// ---------------------------------------------------------------------------
+
+/// Runs `dig @IP -p PORT +time=2 +tries=1 ARGS...` against `addr` and returns
+/// its standard output. Panics if dig is missing or fails.
+pub fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    let mut command = Command::new("dig");
+    command
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string(), "+time=2", "+tries=1"])
+        .args(args)
+        .stdin(Stdio::null());
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+            "dig is not installed (package dnsutils / bind9-dnsutils): run scripts/install-test-deps.sh"
+        ),
+        Err(e) => panic!("cannot run dig: {e}"),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_are_stripped() {
+        let coloured = "\x1b[2m2026-01-01T00:00:00Z\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2manycast_resolver::server\x1b[0m\x1b[2m:\x1b[0m listening on 127.0.0.1:5300 \x1b[3mlistener\x1b[0m\x1b[2m=\x1b[0m\"dns-udp\"";
+        let plain = strip_ansi(coloured);
+        assert_eq!(
+            plain,
+            "2026-01-01T00:00:00Z  INFO anycast_resolver::server: listening on 127.0.0.1:5300 listener=\"dns-udp\""
+        );
+        assert_eq!(
+            listening_addr(&plain, "dns-udp"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5300)))
+        );
+        assert_eq!(listening_addr(&plain, "dns-tcp"), None);
+        assert_eq!(
+            listening_addr("listening on [::1]:53 listener=\"dns-udp\"", "dns-udp"),
+            Some("[::1]:53".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn cargo_json_names_the_executable() {
+        let line = r#"{"reason":"compiler-artifact","executable":"/w/target/debug/anycast-resolver","fresh":true}"#;
+        assert_eq!(
+            json_executable(line).as_deref(),
+            Some("/w/target/debug/anycast-resolver")
+        );
+        assert_eq!(
+            json_executable(r#"{"reason":"compiler-artifact","executable":null}"#),
+            None
+        );
+        assert_eq!(
+            json_executable(r#"{"executable":"C:\\t\\a.exe"}"#).as_deref(),
+            Some(r"C:\t\a.exe")
+        );
+    }
+
+    #[test]
+    fn dns_names_take_percent_labels_raw() {
+        let name = dns_name("Web%any.example.net");
+        assert_eq!(name.num_labels(), 3);
+        assert!(name.is_fqdn());
+        assert_eq!(name, dns_name("web%ANY.example.net."));
+    }
+
+    #[test]
+    fn opcodes_are_set_in_place() {
+        let mut bytes = encode(&query_message("a.example", RecordType::A));
+        set_opcode(&mut bytes, OpCode::Update);
+        assert_eq!(decode(&bytes).metadata.op_code, OpCode::Update);
+        assert_eq!(bytes[2] & 0x01, 0x01, "RD kept");
+    }
+}
