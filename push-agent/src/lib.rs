@@ -86,6 +86,14 @@ impl SeqClock {
     }
 }
 
+/// Milliseconds since the Unix epoch.
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// How often the smoother re-evaluates without samples (to notice silence).
 const SMOOTHER_TICK: Duration = Duration::from_millis(500);
 
@@ -170,6 +178,19 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     shutdown.cancelled().await;
     measuring.cancel();
     tasks.close();
+    // Let the probe file writer stop before the last word is written.
+    if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("measurement tasks did not stop within 2 s");
+    }
+    publish::write_draining(
+        &config.probe_file,
+        &pusher.server,
+        pusher.seq.next(),
+        unix_millis(),
+    );
     pusher.drain(&config.push_urls).await;
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await
@@ -210,14 +231,10 @@ async fn smooth_samples(
             if current.is_none_or(|c| c.reading.state != reading.state) {
                 info!(state = ?reading.state, tufr_ms = ?reading.tufr_ms, "server state");
             }
-            let at_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0);
             *current = Some(Report {
                 reading,
                 seq: seq.next(),
-                at_ms,
+                at_ms: unix_millis(),
             });
             true
         });

@@ -95,6 +95,24 @@ pub async fn start(
     Ok(())
 }
 
+/// Writes the probe file once more, at shutdown, saying the server is
+/// draining: a resolver that only probes must stop sending clients too.
+pub fn write_draining(config: &ProbeFileConfig, server: &str, seq: u64, at_ms: u64) {
+    let Some(path) = &config.path else { return };
+    let file = ProbeFile {
+        server: server.to_owned(),
+        state: anycast_proto::push::ServerState::Draining,
+        tufr_ms: None,
+        seq,
+        at_ms,
+        pad: String::new(),
+    };
+    match write_atomically(path, &file.to_json(config.size)) {
+        Ok(()) => info!(path = %path.display(), "probe file says draining"),
+        Err(error) => warn!(%error, "cannot write the draining probe file"),
+    }
+}
+
 async fn keep_current(
     config: ProbeFileConfig,
     server: String,
