@@ -21,6 +21,8 @@ use anycast_proto::{Metric, Zone};
 use anycast_resolver::config::Config;
 use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
+use anycast_resolver::observe::Observed;
+use anycast_resolver::probe::ProbeBoard;
 use anycast_resolver::push::PushBoard;
 use anycast_resolver::select::{Family, select};
 use anycast_tests::upstream::{Upstream, example_zone};
@@ -71,6 +73,7 @@ fn benches(c: &mut Criterion) {
     let config = config(upstream.addr());
     let directory = Arc::new(anycast_resolver::directory(&config));
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
+    let probes = Arc::new(ProbeBoard::new());
     let zones = vec![Zone::new("any.example.net").expect("valid zone")];
 
     c.bench_function("name/parse", |b| {
@@ -79,11 +82,16 @@ fn benches(c: &mut Criterion) {
 
     let name = anycast_proto::name::parse("web.any.example.net", &zones).expect("valid name");
     let group = directory.group(&name).expect("group exists");
-    for metric in [Metric::Rr, Metric::Random, Metric::Cost] {
+    let observed = Observed {
+        pushes: &pushes,
+        probes: &probes,
+        now: std::time::Instant::now(),
+    };
+    for metric in [Metric::Rr, Metric::Random, Metric::Cost, Metric::Rt] {
         c.bench_function(&format!("select/{metric}"), |b| {
             let mut rng = rand::rng();
             b.iter(|| {
-                select(group, black_box(metric), Family::V4, &*pushes, &mut rng)
+                select(group, black_box(metric), Family::V4, &observed, &mut rng)
                     .map(|c| c.pick.address)
             })
         });
@@ -96,7 +104,13 @@ fn benches(c: &mut Criterion) {
     let front = {
         let _guard = runtime.enter();
         let forwarder = Forwarder::new(&config.forward).expect("forwarder");
-        DnsFront::new(&config, directory.clone(), pushes.clone(), forwarder)
+        DnsFront::new(
+            &config,
+            directory.clone(),
+            pushes.clone(),
+            probes.clone(),
+            forwarder,
+        )
     };
     let client: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
 

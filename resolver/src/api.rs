@@ -25,6 +25,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::groups::Directory;
+use crate::observe::Observed;
+use crate::probe::ProbeBoard;
 use crate::push::{PushBoard, Refused, Rejection};
 use crate::select::{self, Family};
 use crate::view::GroupView;
@@ -36,6 +38,8 @@ pub struct ApiState {
     pub directory: Arc<Directory>,
     /// The latest pushes.
     pub pushes: Arc<PushBoard>,
+    /// Probe results and estimators.
+    pub probes: Arc<ProbeBoard>,
 }
 
 /// The API's routes.
@@ -136,7 +140,12 @@ async fn show_group(
             format!("no group {}", name.group_name()),
         );
     };
-    let set = select::equivalent_set(group, metric, Family::Any, &*state.pushes);
-    let view = GroupView::build(group, metric, set.as_ref(), &state.pushes, Instant::now());
+    let observed = Observed {
+        pushes: &state.pushes,
+        probes: &state.probes,
+        now: Instant::now(),
+    };
+    let set = select::equivalent_set(group, metric, Family::Any, &observed);
+    let view = GroupView::build(group, metric, set.as_ref(), &observed);
     Json(view).into_response()
 }

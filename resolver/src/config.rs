@@ -18,8 +18,11 @@ use anycast_proto::{AnycastName, Zone};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::estimate::{Calibration, EstimatorConfig};
 use crate::groups::{AnswerMode, Group, Member};
+use crate::probe::ProbeSettings;
 pub use crate::push::PushConfig;
+use crate::select::{Pick, SelectionConfig};
 
 /// Port of the DNS listener when the file names none (5353 belongs to mDNS).
 pub const DEFAULT_DNS_PORT: u16 = 5300;
@@ -98,19 +101,32 @@ pub struct GroupConfig {
     pub answer: AnswerMode,
     /// The members.
     pub members: Vec<Member>,
+    /// How members are probed.
+    pub probing: ProbeSettings,
+    /// How pushes and probes become estimates.
+    pub estimator: EstimatorConfig,
+    /// How the equivalent set is formed and the pick drawn.
+    pub selection: SelectionConfig,
 }
 
 impl GroupConfig {
     /// The runtime group this configuration describes.
     pub fn to_group(&self) -> Group {
-        Group::new(
+        let mut group = Group::new(
             self.name.clone(),
             self.ttl,
             self.answer,
             self.members.clone(),
-        )
+        );
+        group.probing = self.probing;
+        group.estimator = self.estimator;
+        group.selection = self.selection;
+        group
     }
 }
+
+/// How many heartbeats may be missed before pushes are not trusted.
+pub const HEARTBEATS_BEFORE_STALE: u32 = 3;
 
 impl Config {
     /// Reads and validates a config file.
@@ -291,11 +307,40 @@ impl Config {
                 }
                 members.push(member);
             }
+            let threshold_span = raw.threshold.span();
+            let relative = raw.threshold.into_inner();
+            if !(relative.is_finite() && relative >= 0.0) {
+                return Err(err(
+                    threshold_span,
+                    "threshold must be a number of at least 0".into(),
+                ));
+            }
+            let probing = ProbeSettings {
+                interval: positive_duration(source, raw.probe_interval)?,
+                timeout: positive_duration(source, raw.probe_timeout)?,
+            };
+            let heartbeat = positive_duration(source, raw.heartbeat)?;
+            let estimator = EstimatorConfig {
+                calibration: raw.calibration,
+                tufr_floor_ms: raw.tufr_floor.0.as_secs_f64() * 1000.0,
+                push_stale_after: heartbeat * HEARTBEATS_BEFORE_STALE,
+                fail_after: positive(source, raw.fail_after)?,
+                recover_after: positive(source, raw.recover_after)?,
+                ..EstimatorConfig::default()
+            };
+            let selection = SelectionConfig {
+                relative,
+                slack_ms: raw.slack.0.as_secs_f64() * 1000.0,
+                pick: raw.pick,
+            };
             groups.push(GroupConfig {
                 name,
                 ttl: raw.ttl,
                 answer: raw.answer,
                 members,
+                probing,
+                estimator,
+                selection,
             });
         }
 
@@ -462,8 +507,60 @@ struct RawGroup {
     ttl: u32,
     #[serde(default)]
     answer: AnswerMode,
+    #[serde(default = "default_probe_interval")]
+    probe_interval: Spanned<HumanDuration>,
+    #[serde(default = "default_probe_timeout")]
+    probe_timeout: Spanned<HumanDuration>,
+    #[serde(default = "default_threshold")]
+    threshold: Spanned<f64>,
+    #[serde(default = "default_slack")]
+    slack: HumanDuration,
+    #[serde(default)]
+    pick: Pick,
+    #[serde(default)]
+    calibration: Calibration,
+    #[serde(default = "default_tufr_floor")]
+    tufr_floor: HumanDuration,
+    #[serde(default = "default_heartbeat")]
+    heartbeat: Spanned<HumanDuration>,
+    #[serde(default = "default_fail_after")]
+    fail_after: Spanned<u32>,
+    #[serde(default = "default_recover_after")]
+    recover_after: Spanned<u32>,
     #[serde(default, rename = "member")]
     members: Vec<RawMember>,
+}
+
+fn default_probe_interval() -> Spanned<HumanDuration> {
+    spanned(ProbeSettings::default().interval.into())
+}
+
+fn default_probe_timeout() -> Spanned<HumanDuration> {
+    spanned(ProbeSettings::default().timeout.into())
+}
+
+fn default_threshold() -> Spanned<f64> {
+    spanned(SelectionConfig::default().relative)
+}
+
+fn default_slack() -> HumanDuration {
+    Duration::from_secs_f64(SelectionConfig::default().slack_ms / 1000.0).into()
+}
+
+fn default_tufr_floor() -> HumanDuration {
+    Duration::from_secs_f64(EstimatorConfig::default().tufr_floor_ms / 1000.0).into()
+}
+
+fn default_heartbeat() -> Spanned<HumanDuration> {
+    spanned(Duration::from_secs(10).into())
+}
+
+fn default_fail_after() -> Spanned<u32> {
+    spanned(EstimatorConfig::default().fail_after)
+}
+
+fn default_recover_after() -> Spanned<u32> {
+    spanned(EstimatorConfig::default().recover_after)
 }
 
 fn default_ttl() -> u32 {

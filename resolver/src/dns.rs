@@ -27,6 +27,8 @@ use tracing::debug;
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::groups::{AnswerMode, Directory};
+use crate::observe::Observed;
+use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
 use crate::select::{self, Family};
 use crate::view::GroupView;
@@ -48,6 +50,7 @@ pub enum Transport {
 pub struct DnsFront {
     directory: Arc<Directory>,
     pushes: Arc<PushBoard>,
+    probes: Arc<ProbeBoard>,
     zones: Vec<ZoneInfo>,
     forwarder: Forwarder,
     allow: Vec<IpNet>,
@@ -81,12 +84,13 @@ impl Reply {
 }
 
 impl DnsFront {
-    /// Builds the front from the configuration, the groups, their pushes and
-    /// a forwarder.
+    /// Builds the front from the configuration, the groups, what is observed
+    /// of their members, and a forwarder.
     pub fn new(
         config: &Config,
         directory: Arc<Directory>,
         pushes: Arc<PushBoard>,
+        probes: Arc<ProbeBoard>,
         forwarder: Forwarder,
     ) -> Self {
         let zones = config
@@ -115,6 +119,7 @@ impl DnsFront {
         Self {
             directory,
             pushes,
+            probes,
             zones,
             forwarder,
             allow: config.forward.allow.clone(),
@@ -250,26 +255,24 @@ impl DnsFront {
             _ => return negative(ResponseCode::NoError),
         };
         let mut rng = rand::rng();
-        let Some(choice) = select::select(group, name.metric(), family, &*self.pushes, &mut rng)
-        else {
+        let observed = Observed {
+            pushes: &self.pushes,
+            probes: &self.probes,
+            now: Instant::now(),
+        };
+        let Some(choice) = select::select(group, name.metric(), family, &observed, &mut rng) else {
             return negative(ResponseCode::NoError);
         };
 
         let mut reply = Reply::new(meta, ResponseCode::NoError);
         reply.answers = if qtype == RecordType::TXT {
-            GroupView::build(
-                group,
-                name.metric(),
-                Some(&choice.set),
-                &self.pushes,
-                Instant::now(),
-            )
-            .txt_lines()
-            .into_iter()
-            .map(|line| {
-                Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line])))
-            })
-            .collect()
+            GroupView::build(group, name.metric(), Some(&choice.set), &observed)
+                .txt_lines()
+                .into_iter()
+                .map(|line| {
+                    Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line])))
+                })
+                .collect()
         } else {
             let members = match group.answer {
                 AnswerMode::One => &choice.set.members[..1],

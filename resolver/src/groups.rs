@@ -6,9 +6,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anycast_proto::{AnycastName, Zone};
+
+use crate::estimate::EstimatorConfig;
+use crate::probe::ProbeSettings;
+use crate::select::SelectionConfig;
 
 /// How many addresses an A/AAAA answer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -65,18 +70,28 @@ pub struct Group {
     pub answer: AnswerMode,
     /// The members, in configuration order.
     pub members: Vec<Member>,
+    /// How members are probed.
+    pub probing: ProbeSettings,
+    /// How pushes and probes become estimates.
+    pub estimator: EstimatorConfig,
+    /// How the equivalent set is formed and the pick drawn.
+    pub selection: SelectionConfig,
     /// Position of the `rr` metric; shared by every client, as in DNS rotators.
     rr_next: AtomicUsize,
 }
 
 impl Group {
-    /// A group with its round-robin position at the start.
+    /// A group with default probing, estimation and selection, its
+    /// round-robin position at the start.
     pub fn new(name: AnycastName, ttl: u32, answer: AnswerMode, members: Vec<Member>) -> Self {
         Self {
             name: name.group_name(),
             ttl,
             answer,
             members,
+            probing: ProbeSettings::default(),
+            estimator: EstimatorConfig::default(),
+            selection: SelectionConfig::default(),
             rr_next: AtomicUsize::new(0),
         }
     }
@@ -91,7 +106,7 @@ impl Group {
 #[derive(Debug, Default)]
 pub struct Directory {
     zones: Vec<Zone>,
-    groups: HashMap<AnycastName, Group>,
+    groups: HashMap<AnycastName, Arc<Group>>,
 }
 
 impl Directory {
@@ -99,7 +114,10 @@ impl Directory {
     pub fn new(zones: Vec<Zone>, groups: impl IntoIterator<Item = Group>) -> Self {
         Self {
             zones,
-            groups: groups.into_iter().map(|g| (g.name.clone(), g)).collect(),
+            groups: groups
+                .into_iter()
+                .map(|g| (g.name.clone(), Arc::new(g)))
+                .collect(),
         }
     }
 
@@ -109,7 +127,7 @@ impl Directory {
     }
 
     /// The group a (possibly metric-qualified) name refers to.
-    pub fn group(&self, name: &AnycastName) -> Option<&Group> {
+    pub fn group(&self, name: &AnycastName) -> Option<&Arc<Group>> {
         if name.explicit_metric().is_none() {
             self.groups.get(name)
         } else {
@@ -118,7 +136,7 @@ impl Directory {
     }
 
     /// Every group, in no particular order.
-    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
         self.groups.values()
     }
 }

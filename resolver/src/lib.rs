@@ -10,7 +10,10 @@
 //! * [`select`] picks a member by metric: pure, random source passed in.
 //! * [`forward`] sends names outside the anycast zones to upstream DNS, cached.
 //! * [`push`] checks agents' signed load reports and keeps the latest of each
-//!   member; [`view`] explains a group (TXT and JSON alike).
+//!   member; [`probe`] fetches each member's probe file from here.
+//! * [`estimate`] turns pushes and probes into response-time estimates and
+//!   health (pure); [`observe`] combines them for selection.
+//! * [`view`] explains a group (TXT and JSON alike).
 //! * [`api`] is the HTTP API: the push receiver and the group views.
 //! * [`config`] turns the TOML file into one typed [`config::Config`].
 //!
@@ -21,8 +24,11 @@
 pub mod api;
 pub mod config;
 pub mod dns;
+pub mod estimate;
 pub mod forward;
 pub mod groups;
+pub mod observe;
+pub mod probe;
 pub mod push;
 pub mod select;
 pub mod server;
@@ -39,6 +45,7 @@ use crate::config::Config;
 use crate::dns::DnsFront;
 use crate::forward::Forwarder;
 use crate::groups::Directory;
+use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
 use crate::server::Listener;
 
@@ -59,10 +66,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let forwarder = Forwarder::new(&config.forward)?;
     let directory = Arc::new(directory(&config));
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
+    let probes = Arc::new(ProbeBoard::new());
     let front = Arc::new(DnsFront::new(
         &config,
         directory.clone(),
         pushes.clone(),
+        probes.clone(),
         forwarder,
     ));
 
@@ -90,7 +99,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     server::serve(listeners, front, &config.dns, shutdown.clone(), &tasks)?;
     let http_addr = http.local_addr()?;
     tracing::info!(listener = "http", "listening on {http_addr}");
-    let app = api::router(api::ApiState { directory, pushes });
+    probe::start(&directory, probes.clone(), shutdown.clone(), &tasks)?;
+    let app = api::router(api::ApiState {
+        directory,
+        pushes,
+        probes,
+    });
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let served = axum::serve(http, app)

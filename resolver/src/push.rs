@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 use anycast_proto::push::{MAX_PUSH_BYTES, Push, PushKey, ServerState, Signature};
 use anycast_proto::{AnycastName, name};
 
-use crate::groups::{Directory, Group, Member};
-use crate::select::Availability;
+use crate::groups::Directory;
 
 /// How long a rejection reason stays quiet in the log after being logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -199,13 +198,6 @@ impl PushBoard {
         self.log_rarely(refused, now);
     }
 
-    /// Whether `member` may be handed out: not reported down or draining by
-    /// its latest push. A member that never pushed is taken as serving.
-    pub fn is_serving(&self, group: &AnycastName, member: SocketAddr) -> bool {
-        self.latest(group, member)
-            .is_none_or(|p| p.state == ServerState::Up)
-    }
-
     fn check_and_record(
         &self,
         signature: Option<&str>,
@@ -334,16 +326,10 @@ impl PushBoard {
     }
 }
 
-impl Availability for PushBoard {
-    fn is_available(&self, group: &Group, member: &Member) -> bool {
-        self.is_serving(&group.name, member.endpoint())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::groups::AnswerMode;
+    use crate::groups::{AnswerMode, Group, Member};
     use anycast_proto::Zone;
 
     const NOW_UNIX: u64 = 1_800_000_000;

@@ -1,17 +1,27 @@
 //! Selection: from a group, a metric and an address family to the
 //! equivalent-server set and the pick.
 //!
-//! Pure code: member availability comes in as a predicate and the random
-//! source as an argument, so tests fix both. Members whose agent reported
-//! them down or draining are left out; if that leaves no member, every member
-//! is considered again (answering with a possibly bad server beats answering
-//! with none, and the TXT view says so). The measured metrics (`rt`, `load`,
-//! `path`) have no estimates yet: they select as `random` does and say so
-//! through [`Basis::Unmeasured`].
+//! Pure code: what is known of each member comes in through
+//! [`Measurements`] and the random source as an argument, so tests fix both.
+//!
+//! * Unavailable members (draining, reported down, failing probes, silent
+//!   agent) are left out. If that leaves none, every member of the family is
+//!   considered again, without estimates, and `cost` still applies: a
+//!   possibly bad server beats no answer ([`Basis::NoneAvailable`]).
+//! * `rt`, `load`, `path`: the **equivalent-server set** is every available
+//!   member whose value is within `relative` of the best or within `slack`
+//!   of it, whichever is wider. Members not measured yet wait outside the set
+//!   while any member is measured; if none is, all are equivalent
+//!   ([`Basis::Unmeasured`]).
+//! * `cost`: the members of least cost. `rr`, `random`: every available member.
+//! * The pick is uniform over the set (round robin for `rr`), or, with
+//!   `pick = "weighted"`, weighted by 1 / value for the measured metrics, so
+//!   that no single best member draws every client (herding).
 
 use anycast_proto::Metric;
 use rand::RngExt;
 
+use crate::estimate::Estimate;
 use crate::groups::{Group, Member};
 
 /// Which addresses a query asks for.
@@ -35,13 +45,124 @@ impl Family {
     }
 }
 
+/// How the pick is drawn from the equivalent set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pick {
+    /// Every member of the set equally likely.
+    #[default]
+    Uniform,
+    /// Likelihood proportional to 1 / estimate (measured metrics only).
+    Weighted,
+}
+
+/// A group's selection parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SelectionConfig {
+    /// A member is equivalent if its value is at most `best * (1 + relative)` ...
+    pub relative: f64,
+    /// ... or at most `best + slack_ms`.
+    pub slack_ms: f64,
+    /// Uniform or weighted pick.
+    pub pick: Pick,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        Self {
+            relative: 0.3,
+            slack_ms: 5.0,
+            pick: Pick::Uniform,
+        }
+    }
+}
+
+/// Why a member may not be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unavailable {
+    /// Its agent said it is draining.
+    Draining,
+    /// Its agent said the server does not answer.
+    ReportedDown,
+    /// This resolver's probes of it fail.
+    ProbesFailing,
+    /// Its agent pushed before and has been silent too long.
+    HeartbeatsLost,
+}
+
+impl Unavailable {
+    /// For logs and the TXT view.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unavailable::Draining => "draining",
+            Unavailable::ReportedDown => "reported down by its agent",
+            Unavailable::ProbesFailing => "probes fail",
+            Unavailable::HeartbeatsLost => "agent heartbeats stopped",
+        }
+    }
+}
+
+/// What selection knows of a member now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemberStatus {
+    /// `None` when the member may be handed out.
+    pub unavailable: Option<Unavailable>,
+    /// Its estimates.
+    pub estimate: Estimate,
+}
+
+impl MemberStatus {
+    /// The member's value for a measured metric.
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::Rt => self.estimate.rt_ms,
+            Metric::Load => self.estimate.load_ms,
+            Metric::Path => self.estimate.path_ms,
+            Metric::Rr | Metric::Random | Metric::Cost => None,
+        }
+    }
+}
+
+/// The source of member statuses.
+pub trait Measurements {
+    /// The status of `member` of `group` now.
+    fn status(&self, group: &Group, member: &Member) -> MemberStatus;
+}
+
+/// Nothing is measured: every member available, no estimates.
+#[derive(Debug, Clone, Copy)]
+pub struct Unmeasured;
+
+impl Measurements for Unmeasured {
+    fn status(&self, _: &Group, _: &Member) -> MemberStatus {
+        MemberStatus {
+            unavailable: None,
+            estimate: Estimate {
+                rt_ms: None,
+                load_ms: None,
+                path_ms: None,
+                sf: None,
+                source: crate::estimate::Source::None,
+            },
+        }
+    }
+}
+
 /// Why the equivalent set is what it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Basis {
-    /// The metric was applied as named.
+    /// `rr`, `random` or `cost` applied as named.
     Applied,
-    /// The metric needs push/probe estimates, which this resolver does not
-    /// have; every available member is equivalent.
+    /// A measured metric: members with a value up to `limit_ms`.
+    Measured {
+        /// The best value.
+        best_ms: f64,
+        /// The largest value admitted.
+        limit_ms: f64,
+    },
+    /// A measured metric with no member measured yet: every available
+    /// member is equivalent.
     Unmeasured,
     /// No member is available: every member of the family is considered.
     NoneAvailable,
@@ -50,8 +171,10 @@ pub enum Basis {
 /// The members an answer may be drawn from.
 #[derive(Debug, Clone)]
 pub struct EquivalentSet<'g> {
-    /// The members, in configuration order (the pick first, in a [`Choice`]).
+    /// The members (the pick first, in a [`Choice`]).
     pub members: Vec<&'g Member>,
+    /// Each member's value for the metric, where it has one.
+    pub values: Vec<Option<f64>>,
     /// How the set was formed.
     pub basis: Basis,
 }
@@ -74,94 +197,130 @@ pub struct Choice<'g> {
     pub set: EquivalentSet<'g>,
 }
 
-/// Whether a member may be handed out now.
-pub trait Availability {
-    /// `false` for members known to be down or draining.
-    fn is_available(&self, group: &Group, member: &Member) -> bool;
-}
-
-/// Every member is available (no measurements at all).
-#[derive(Debug, Clone, Copy)]
-pub struct AllAvailable;
-
-impl Availability for AllAvailable {
-    fn is_available(&self, _: &Group, _: &Member) -> bool {
-        true
-    }
-}
-
 /// The equivalent-server set of `group` for `metric` and `family`.
 /// `None` when the group has no member of that family (a NODATA answer).
 pub fn equivalent_set<'g>(
     group: &'g Group,
     metric: Metric,
     family: Family,
-    availability: &impl Availability,
+    measurements: &impl Measurements,
 ) -> Option<EquivalentSet<'g>> {
     let of_family: Vec<&Member> = group.members.iter().filter(|m| family.admits(m)).collect();
     if of_family.is_empty() {
         return None;
     }
-    let available: Vec<&Member> = of_family
+    let available: Vec<(&Member, Option<f64>)> = of_family
         .iter()
-        .copied()
-        .filter(|m| availability.is_available(group, m))
+        .map(|m| (*m, measurements.status(group, m)))
+        .filter(|(_, s)| s.unavailable.is_none())
+        .map(|(m, s)| (m, s.value(metric)))
         .collect();
+    let set = |pairs: Vec<(&'g Member, Option<f64>)>, basis| {
+        let (members, values) = pairs.into_iter().unzip();
+        EquivalentSet {
+            members,
+            values,
+            basis,
+        }
+    };
     if available.is_empty() {
-        return Some(EquivalentSet {
-            members: of_family,
-            basis: Basis::NoneAvailable,
-        });
+        // Fallback: availability is ignored, estimates too (they describe
+        // members that are failing), and the metric applies to the rest.
+        let all: Vec<(&Member, Option<f64>)> = of_family.into_iter().map(|m| (m, None)).collect();
+        let all = match metric {
+            Metric::Cost => least_cost(all),
+            _ => all,
+        };
+        return Some(set(all, Basis::NoneAvailable));
     }
     Some(match metric {
-        Metric::Rr | Metric::Random => EquivalentSet {
-            members: available,
-            basis: Basis::Applied,
-        },
-        Metric::Cost => {
-            let least = available.iter().map(|m| m.cost).min().unwrap_or_default();
-            EquivalentSet {
-                members: available.into_iter().filter(|m| m.cost == least).collect(),
-                basis: Basis::Applied,
+        Metric::Rr | Metric::Random => set(available, Basis::Applied),
+        Metric::Cost => set(least_cost(available), Basis::Applied),
+        Metric::Rt | Metric::Load | Metric::Path => {
+            let best = available
+                .iter()
+                .filter_map(|(_, v)| *v)
+                .min_by(f64::total_cmp);
+            match best {
+                None => set(available, Basis::Unmeasured),
+                Some(best_ms) => {
+                    let c = group.selection;
+                    let limit_ms = (best_ms * (1.0 + c.relative)).max(best_ms + c.slack_ms);
+                    let within = available
+                        .into_iter()
+                        .filter(|(_, v)| v.is_some_and(|v| v <= limit_ms))
+                        .collect();
+                    set(within, Basis::Measured { best_ms, limit_ms })
+                }
             }
         }
-        Metric::Rt | Metric::Load | Metric::Path => EquivalentSet {
-            members: available,
-            basis: Basis::Unmeasured,
-        },
     })
 }
 
-/// Chooses a member of `group` of the given family by `metric`: round robin
-/// for `rr`, otherwise uniformly at random from the equivalent set.
+/// The members of least cost.
+fn least_cost(members: Vec<(&Member, Option<f64>)>) -> Vec<(&Member, Option<f64>)> {
+    let least = members
+        .iter()
+        .map(|(m, _)| m.cost)
+        .min()
+        .unwrap_or_default();
+    members
+        .into_iter()
+        .filter(|(m, _)| m.cost == least)
+        .collect()
+}
+
+/// Chooses a member of `group` of the given family by `metric`.
 pub fn select<'g>(
     group: &'g Group,
     metric: Metric,
     family: Family,
-    availability: &impl Availability,
+    measurements: &impl Measurements,
     rng: &mut impl rand::Rng,
 ) -> Option<Choice<'g>> {
-    let mut set = equivalent_set(group, metric, family, availability)?;
-    let pick = match metric {
-        Metric::Rr => group.next_rr() % set.members.len(),
-        _ => rng.random_range(0..set.members.len()),
+    let mut set = equivalent_set(group, metric, family, measurements)?;
+    let n = set.members.len();
+    let pick = match (metric, group.selection.pick, set.basis) {
+        (Metric::Rr, _, _) => group.next_rr() % n,
+        (_, Pick::Weighted, Basis::Measured { .. }) => weighted(&set.values, rng),
+        _ => rng.random_range(0..n),
     };
     // The pick leads the set so a client that takes the first address gets it.
     set.members.swap(0, pick);
+    set.values.swap(0, pick);
     Some(Choice {
         pick: set.members[0],
         set,
     })
 }
 
+/// An index drawn with probability proportional to 1 / value.
+fn weighted(values: &[Option<f64>], rng: &mut impl rand::Rng) -> usize {
+    // A floor keeps a zero estimate from taking every pick.
+    let weights: Vec<f64> = values
+        .iter()
+        .map(|v| 1.0 / v.unwrap_or(f64::MAX).max(0.1))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut point = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if point < *w {
+            return i;
+        }
+        point -= w;
+    }
+    weights.len().saturating_sub(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::estimate::Source;
     use crate::groups::AnswerMode;
     use anycast_proto::{AnycastName, Zone};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::net::IpAddr;
 
     fn member(addr: &str, cost: u32) -> Member {
@@ -184,12 +343,38 @@ mod tests {
         )
     }
 
-    struct Except(IpAddr);
+    /// Fixed statuses by address; unlisted members are available, unmeasured.
+    #[derive(Default)]
+    struct Fixed(HashMap<IpAddr, MemberStatus>);
 
-    impl Availability for Except {
-        fn is_available(&self, _: &Group, m: &Member) -> bool {
-            m.address != self.0
+    impl Fixed {
+        fn rt(mut self, addr: &str, rt: f64) -> Self {
+            let mut s = Unmeasured.status(&group(vec![]), &member(addr, 0));
+            s.estimate.rt_ms = Some(rt);
+            s.estimate.source = Source::Hybrid;
+            self.0.insert(addr.parse().unwrap(), s);
+            self
         }
+
+        fn out(mut self, addr: &str, why: Unavailable) -> Self {
+            let mut s = Unmeasured.status(&group(vec![]), &member(addr, 0));
+            s.unavailable = Some(why);
+            self.0.insert(addr.parse().unwrap(), s);
+            self
+        }
+    }
+
+    impl Measurements for Fixed {
+        fn status(&self, g: &Group, m: &Member) -> MemberStatus {
+            self.0
+                .get(&m.address)
+                .copied()
+                .unwrap_or_else(|| Unmeasured.status(g, m))
+        }
+    }
+
+    fn addrs(set: &EquivalentSet<'_>) -> HashSet<String> {
+        set.members.iter().map(|m| m.address.to_string()).collect()
     }
 
     #[test]
@@ -202,7 +387,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let picks: Vec<String> = (0..4)
             .map(|_| {
-                select(&g, Metric::Rr, Family::V4, &AllAvailable, &mut rng)
+                select(&g, Metric::Rr, Family::V4, &Unmeasured, &mut rng)
                     .unwrap()
                     .pick
                     .address
@@ -222,7 +407,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         let mut seen = HashSet::new();
         for _ in 0..200 {
-            let c = select(&g, Metric::Cost, Family::V4, &AllAvailable, &mut rng).unwrap();
+            let c = select(&g, Metric::Cost, Family::V4, &Unmeasured, &mut rng).unwrap();
             assert_eq!(c.set.members.len(), 2);
             assert_eq!(c.pick, c.set.members[0]);
             assert_eq!(c.pick.cost, 1);
@@ -232,24 +417,77 @@ mod tests {
     }
 
     #[test]
-    fn random_covers_every_member_and_measured_metrics_say_unmeasured() {
+    fn the_equivalent_set_is_every_member_near_the_best() {
         let g = group(vec![
             member("10.0.0.1", 0),
             member("10.0.0.2", 0),
             member("10.0.0.3", 0),
+            member("10.0.0.4", 0),
         ]);
-        let mut rng = StdRng::seed_from_u64(3);
-        let mut seen = HashSet::new();
-        for _ in 0..300 {
-            let c = select(&g, Metric::Random, Family::V4, &AllAvailable, &mut rng).unwrap();
-            assert_eq!(c.set.basis, Basis::Applied);
-            assert_eq!(c.set.members.len(), 3);
-            seen.insert(c.pick.address);
-        }
-        assert_eq!(seen.len(), 3);
+        // Default: within 30 % or 5 ms of the best. Best 20: limit max(26, 25) = 26.
+        let m = Fixed::default()
+            .rt("10.0.0.1", 20.0)
+            .rt("10.0.0.2", 26.0)
+            .rt("10.0.0.3", 27.0);
+        let set = equivalent_set(&g, Metric::Rt, Family::V4, &m).unwrap();
+        assert_eq!(
+            addrs(&set),
+            HashSet::from(["10.0.0.1".into(), "10.0.0.2".into()])
+        );
+        assert_eq!(
+            set.basis,
+            Basis::Measured {
+                best_ms: 20.0,
+                limit_ms: 26.0
+            }
+        );
+        // With a tiny best the slack decides: best 1, limit max(1.3, 6) = 6.
+        let m = Fixed::default()
+            .rt("10.0.0.1", 1.0)
+            .rt("10.0.0.2", 5.9)
+            .rt("10.0.0.3", 6.1);
+        let set = equivalent_set(&g, Metric::Rt, Family::V4, &m).unwrap();
+        assert_eq!(set.members.len(), 2, "the unmeasured member waits outside");
+        // Two queries can get different members: no herding on the best.
+        let mut rng = StdRng::seed_from_u64(9);
+        let picks: HashSet<_> = (0..50)
+            .map(|_| {
+                select(&g, Metric::Rt, Family::V4, &m, &mut rng)
+                    .unwrap()
+                    .pick
+                    .address
+            })
+            .collect();
+        assert_eq!(picks.len(), 2);
+    }
+
+    #[test]
+    fn weighted_pick_prefers_the_faster_member_in_proportion() {
+        let mut g = group(vec![member("10.0.0.1", 0), member("10.0.0.2", 0)]);
+        g.selection.pick = Pick::Weighted;
+        g.selection.relative = 10.0;
+        let m = Fixed::default().rt("10.0.0.1", 10.0).rt("10.0.0.2", 30.0);
+        let mut rng = StdRng::seed_from_u64(7);
+        let fast = (0..4000)
+            .filter(|_| {
+                select(&g, Metric::Rt, Family::V4, &m, &mut rng)
+                    .unwrap()
+                    .pick
+                    .address
+                    .to_string()
+                    == "10.0.0.1"
+            })
+            .count();
+        // 1/10 : 1/30 = 3 : 1.
+        assert!((2850..=3150).contains(&fast), "{fast}");
+    }
+
+    #[test]
+    fn unmeasured_metrics_treat_all_as_equivalent() {
+        let g = group(vec![member("10.0.0.1", 0), member("10.0.0.2", 0)]);
         for metric in [Metric::Rt, Metric::Load, Metric::Path] {
-            let c = select(&g, metric, Family::Any, &AllAvailable, &mut rng).unwrap();
-            assert_eq!(c.set.basis, Basis::Unmeasured);
+            let set = equivalent_set(&g, metric, Family::Any, &Unmeasured).unwrap();
+            assert_eq!((set.basis, set.members.len()), (Basis::Unmeasured, 2));
         }
     }
 
@@ -257,21 +495,25 @@ mod tests {
     fn unavailable_members_are_left_out_unless_none_is_left() {
         let g = group(vec![member("10.0.0.1", 0), member("10.0.0.2", 5)]);
         let mut rng = StdRng::seed_from_u64(5);
-        let down = Except("10.0.0.1".parse().unwrap());
+        let m = Fixed::default()
+            .out("10.0.0.1", Unavailable::Draining)
+            .rt("10.0.0.2", 100.0);
         for metric in Metric::ALL {
-            let c = select(&g, metric, Family::V4, &down, &mut rng).unwrap();
+            let c = select(&g, metric, Family::V4, &m, &mut rng).unwrap();
             assert_eq!(c.pick.address.to_string(), "10.0.0.2", "{metric}");
         }
-        let single = group(vec![member("10.0.0.1", 0)]);
-        let c = select(&single, Metric::Random, Family::V4, &down, &mut rng).unwrap();
+        let m = Fixed::default()
+            .out("10.0.0.1", Unavailable::ProbesFailing)
+            .out("10.0.0.2", Unavailable::ReportedDown);
+        let c = select(&g, Metric::Rt, Family::V4, &m, &mut rng).unwrap();
         assert_eq!(c.set.basis, Basis::NoneAvailable);
-        assert_eq!(c.pick.address.to_string(), "10.0.0.1");
+        assert_eq!(c.set.members.len(), 2);
     }
 
     #[test]
     fn no_member_of_the_family_is_none() {
         let g = group(vec![member("10.0.0.1", 0)]);
         let mut rng = StdRng::seed_from_u64(4);
-        assert!(select(&g, Metric::Random, Family::V6, &AllAvailable, &mut rng).is_none());
+        assert!(select(&g, Metric::Random, Family::V6, &Unmeasured, &mut rng).is_none());
     }
 }

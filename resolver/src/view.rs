@@ -8,9 +8,10 @@ use anycast_proto::Metric;
 use anycast_proto::push::ServerState;
 use serde::Serialize;
 
+use crate::estimate::{Estimate, Health};
 use crate::groups::Group;
-use crate::push::PushBoard;
-use crate::select::{Basis, EquivalentSet};
+use crate::observe::Observed;
+use crate::select::{Basis, EquivalentSet, Measurements, Unavailable};
 
 /// A group as explained to operators.
 #[derive(Debug, Clone, Serialize)]
@@ -37,15 +38,38 @@ pub struct MemberView {
     /// `address:port`.
     pub endpoint: String,
     /// The probe file's URL.
-    pub probe: String,
+    pub probe_url: String,
     /// Operator cost.
     pub cost: u32,
     /// Weight.
     pub weight: u32,
     /// Whether it is in the equivalent-server set for this metric.
     pub in_set: bool,
+    /// Why it is in the set or not.
+    pub why: String,
     /// The latest accepted push, if any.
     pub push: Option<PushView>,
+    /// The last successful probe, if any.
+    pub probe: Option<ProbeView>,
+    /// Failed probes in a row.
+    pub probe_failures: u32,
+    /// Probe health.
+    pub health: Health,
+    /// Why it may not be handed out, if so.
+    pub unavailable: Option<Unavailable>,
+    /// Estimates for every measured metric.
+    pub estimate: Estimate,
+}
+
+/// A member's last successful probe.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProbeView {
+    /// Whole response time, milliseconds.
+    pub rt_ms: f64,
+    /// The TUFR read from the probe file.
+    pub tufr_ms: Option<f64>,
+    /// Seconds since it was made.
+    pub age_s: f64,
 }
 
 /// A member's latest push.
@@ -68,34 +92,76 @@ impl GroupView {
         group: &Group,
         metric: Metric,
         set: Option<&EquivalentSet<'_>>,
-        pushes: &PushBoard,
-        now: Instant,
+        observed: &Observed<'_>,
     ) -> GroupView {
+        let now: Instant = observed.now;
         let basis = match set.map(|s| s.basis) {
             Some(Basis::Applied) => describe(metric).to_owned(),
+            Some(Basis::Measured { best_ms, limit_ms }) => format!(
+                "{}: best {best_ms:.1} ms, set up to {limit_ms:.1} ms (+{:.0} % or +{:.1} ms)",
+                describe(metric),
+                group.selection.relative * 100.0,
+                group.selection.slack_ms
+            ),
             Some(Basis::NoneAvailable) => {
-                "no member is up: answering from every member (fallback)".to_owned()
+                "no member is available: answering from every member (fallback)".to_owned()
             }
             Some(Basis::Unmeasured) => format!(
-                "{metric} needs push/probe estimates, which are not available yet: answering as random"
+                "{}: no member measured yet, all equivalent",
+                describe(metric)
             ),
             None => "no member of the asked address family".to_owned(),
         };
         let members = group
             .members
             .iter()
-            .map(|m| MemberView {
-                endpoint: m.endpoint().to_string(),
-                probe: m.probe.clone(),
-                cost: m.cost,
-                weight: m.weight,
-                in_set: set.is_some_and(|s| s.contains(m)),
-                push: pushes.latest(&group.name, m.endpoint()).map(|p| PushView {
-                    state: p.state,
-                    tufr_ms: p.tufr_ms,
-                    age_s: now.saturating_duration_since(p.received).as_secs_f64(),
-                    seq: p.seq,
-                }),
+            .map(|m| {
+                let status = observed.status(group, m);
+                let estimator = observed.probes.estimator(group, m);
+                let in_set = set.is_some_and(|s| s.contains(m));
+                let value = status.value(metric);
+                let why = match (in_set, status.unavailable, set.map(|s| s.basis)) {
+                    (true, _, Some(Basis::NoneAvailable)) => "in: fallback".to_owned(),
+                    (_, Some(why), _) => format!("out: {}", why.label()),
+                    (true, None, Some(Basis::Measured { limit_ms, .. })) => {
+                        format!("in: {:.1} <= {limit_ms:.1} ms", value.unwrap_or_default())
+                    }
+                    (false, None, Some(Basis::Measured { limit_ms, .. })) => match value {
+                        Some(v) => format!("out: {v:.1} > {limit_ms:.1} ms"),
+                        None => "out: not measured yet".to_owned(),
+                    },
+                    (true, None, _) => "in".to_owned(),
+                    (false, None, Some(Basis::Applied)) if metric == Metric::Cost => {
+                        "out: costlier".to_owned()
+                    }
+                    (false, None, _) => "out".to_owned(),
+                };
+                MemberView {
+                    endpoint: m.endpoint().to_string(),
+                    probe_url: m.probe.clone(),
+                    cost: m.cost,
+                    weight: m.weight,
+                    in_set,
+                    why,
+                    push: observed
+                        .pushes
+                        .latest(&group.name, m.endpoint())
+                        .map(|p| PushView {
+                            state: p.state,
+                            tufr_ms: p.tufr_ms,
+                            age_s: now.saturating_duration_since(p.received).as_secs_f64(),
+                            seq: p.seq,
+                        }),
+                    probe: estimator.last_probe().map(|(p, at)| ProbeView {
+                        rt_ms: p.rt_ms,
+                        tufr_ms: p.tufr_ms,
+                        age_s: now.saturating_duration_since(at).as_secs_f64(),
+                    }),
+                    probe_failures: estimator.failures(),
+                    health: estimator.health(),
+                    unavailable: status.unavailable,
+                    estimate: status.estimate,
+                }
             })
             .collect();
         GroupView {
@@ -122,25 +188,45 @@ impl GroupView {
             ),
             format!("basis: {}", self.basis),
         ];
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
         for m in &self.members {
             let push = match &m.push {
                 None => "push=none".to_owned(),
                 Some(p) => format!(
                     "push={} tufr_ms={} age_s={:.1}",
                     state_label(p.state),
-                    p.tufr_ms.map_or("-".to_owned(), |t| format!("{t:.3}")),
+                    ms(p.tufr_ms),
                     p.age_s
                 ),
             };
+            let probe = match &m.probe {
+                None => format!("probe=none failures={}", m.probe_failures),
+                Some(p) => format!(
+                    "probe_rt_ms={:.1} age_s={:.1} failures={}",
+                    p.rt_ms, p.age_s, m.probe_failures
+                ),
+            };
             lines.push(format!(
-                "member={} cost={} weight={} in_set={} {push}",
+                "member={} cost={} weight={} in_set={} ({}) {push} {probe} sf={} est_ms={} health={}",
                 m.endpoint,
                 m.cost,
                 m.weight,
-                if m.in_set { "yes" } else { "no" }
+                if m.in_set { "yes" } else { "no" },
+                m.why,
+                m.estimate.sf.map_or("-".to_owned(), |v| format!("{v:.2}")),
+                ms(m.estimate.rt_ms),
+                health_label(m.health),
             ));
         }
         lines
+    }
+}
+
+fn health_label(health: Health) -> &'static str {
+    match health {
+        Health::Unknown => "unknown",
+        Health::Up => "up",
+        Health::Down => "down",
     }
 }
 

@@ -1,8 +1,11 @@
-//! Running the real `anycast-resolver` binary and talking DNS to it.
+//! Running the real binaries (`anycast-resolver`, `anycast-agent`) and
+//! talking DNS to the resolver.
 //!
-//! * [`resolver_binary`] builds the binary once per test process.
-//! * [`Resolver`] starts it on a config written to a temp dir, finds the port
-//!   it bound from its log, keeps its log lines, and kills it when dropped.
+//! * [`resolver_binary`] and [`agent_binary`] build both binaries once per
+//!   test process (one `cargo build`).
+//! * [`Resolver`] starts the resolver on a config written to a temp dir, finds
+//!   the port it bound from its log, keeps its log lines, and kills it when
+//!   dropped. [`Agent`] does the same for the push agent.
 //! * The `query_*`/`exchange_*` functions are a small blocking DNS client:
 //!   hickory-proto messages or raw bytes, over UDP (from any loopback address)
 //!   or TCP.
@@ -10,6 +13,7 @@
 //!
 //! Everything waits on conditions with deadlines: nothing sleeps and hopes.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -22,7 +26,8 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-/// How long a resolver may take to print its `listening on` line.
+/// How long a resolver or agent may take to say it is up (its `listening on`
+/// or `agent running` line).
 pub const START_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long a query waits for its answer when one is expected.
@@ -38,37 +43,58 @@ const LOG_TAIL: usize = 100;
 /// test's log says what the resolver decided.
 const LOG_FILTER: &str = "info,anycast_resolver=debug";
 
+/// The log filter the agent runs with in tests: debug for its crate, so a
+/// failing test's log shows every push and failed measurement.
+pub const AGENT_LOG_FILTER: &str = "info,anycast_agent=debug";
+
+/// The environment variable the agent reads its key from by default; removed
+/// from the agent's environment so the tests' own environment cannot leak in.
+pub const AGENT_DEFAULT_KEY_ENV: &str = "ANYCAST_PUSH_KEY";
+
+/// The binaries the tests run.
+const RESOLVER: &str = "anycast-resolver";
+const AGENT: &str = "anycast-agent";
+
 /// The workspace root (the directory of the root `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
     tests.parent().unwrap_or(tests).to_path_buf()
 }
 
-/// Path of the `anycast-resolver` binary, built (incrementally) with cargo the
-/// first time any test of this process asks for it.
+/// The built binaries, by name.
+type Binaries = HashMap<&'static str, PathBuf>;
+
+/// Builds (incrementally) both binaries with one cargo command the first time
+/// any test of this process asks for one.
 ///
 /// A failed build is remembered too, so that every test reports it at once
 /// instead of running cargo again.
-pub fn resolver_binary() -> &'static Path {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BINARY.get_or_init(build_resolver) {
-        Ok(path) => path,
+fn binary(name: &str) -> &'static Path {
+    static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    match BINARIES.get_or_init(build_binaries) {
+        Ok(binaries) => binaries
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not one of the binaries built")),
         Err(message) => panic!("{message}"),
     }
 }
 
-fn build_resolver() -> Result<PathBuf, String> {
+/// Path of the `anycast-resolver` binary (built on first use).
+pub fn resolver_binary() -> &'static Path {
+    binary(RESOLVER)
+}
+
+/// Path of the `anycast-agent` binary (built on first use).
+pub fn agent_binary() -> &'static Path {
+    binary(AGENT)
+}
+
+fn build_binaries() -> Result<Binaries, String> {
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
         .current_dir(&root)
-        .args([
-            "build",
-            "-p",
-            "anycast-resolver",
-            "--bin",
-            "anycast-resolver",
-        ])
+        .args(["build", "-p", RESOLVER, "-p", AGENT, "--bins"])
         .args([
             "--message-format",
             "json-render-diagnostics",
@@ -81,37 +107,44 @@ fn build_resolver() -> Result<PathBuf, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(
-            "building anycast-resolver failed ({}):\n{}",
+            "building {RESOLVER} and {AGENT} failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    // cargo names the executable it built; fall back to the usual place.
-    let binary = stdout
+    // cargo names the executables it built; fall back to the usual place.
+    let built: Vec<PathBuf> = stdout
         .lines()
         .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
-        .find_map(json_executable)
+        .filter_map(json_executable)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .map(|dir| {
-                    if dir.is_relative() {
-                        root.join(dir)
-                    } else {
-                        dir
-                    }
-                })
-                .unwrap_or_else(|| root.join("target"));
-            target.join("debug").join("anycast-resolver")
-        });
-    if !binary.is_file() {
-        return Err(format!(
-            "cargo built anycast-resolver but {} is not a file",
-            binary.display()
-        ));
+        .collect();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                root.join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| root.join("target"));
+    let mut binaries = Binaries::new();
+    for name in [RESOLVER, AGENT] {
+        let binary = built
+            .iter()
+            .find(|path| path.file_name().is_some_and(|f| f == name))
+            .cloned()
+            .unwrap_or_else(|| target.join("debug").join(name));
+        if !binary.is_file() {
+            return Err(format!(
+                "cargo built {name} but {} is not a file",
+                binary.display()
+            ));
+        }
+        binaries.insert(name, binary);
     }
-    Ok(binary)
+    Ok(binaries)
 }
 
 /// The `"executable"` string of a cargo JSON message, if it has one.
@@ -134,6 +167,22 @@ fn json_executable(line: &str) -> Option<String> {
 pub fn resolver_command() -> Command {
     let mut command = Command::new(resolver_binary());
     command.env_remove("RUST_LOG").stdin(Stdio::null());
+    command
+}
+
+/// A command running the agent binary, with no environment-dependent logging
+/// and without the default key variable of the tests' own environment.
+pub fn agent_command() -> Command {
+    agent_command_for(agent_binary())
+}
+
+/// [`agent_command`] for another build of the agent (say a release build).
+pub fn agent_command_for(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_remove("RUST_LOG")
+        .env_remove(AGENT_DEFAULT_KEY_ENV)
+        .stdin(Stdio::null());
     command
 }
 
@@ -209,38 +258,38 @@ impl Logs {
     }
 }
 
-/// A running `anycast-resolver`, killed when dropped.
+/// A running daemon (resolver or agent) on a config in its own temp dir, with
+/// its stderr log collected by a thread; killed when dropped, and its log
+/// shown if the test is failing.
 #[derive(Debug)]
-pub struct Resolver {
+struct Daemon {
+    program: String,
     child: Child,
-    addr: SocketAddr,
     logs: Arc<Logs>,
     reader: Option<JoinHandle<()>>,
     config: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
-impl Resolver {
-    /// Writes `config_toml` to a fresh temp dir, starts the resolver on it and
-    /// waits for its DNS listener. Panics (with the log) if it does not come up.
-    pub fn start(config_toml: &str) -> Resolver {
-        Resolver::start_with_args(config_toml, &[])
-    }
-
-    /// [`Resolver::start`] with extra command-line arguments (e.g. `--listen`).
-    pub fn start_with_args(config_toml: &str, args: &[&str]) -> Resolver {
+impl Daemon {
+    /// Writes `config_toml` to `file_name` in a fresh temp dir and runs
+    /// `command --config FILE ARGS...` with stderr collected.
+    fn spawn(mut command: Command, file_name: &str, config_toml: &str, args: &[&str]) -> Daemon {
+        let program = Path::new(command.get_program())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let dir = tempfile::tempdir().expect("cannot create a temp dir");
-        let config = dir.path().join("resolver.toml");
+        let config = dir.path().join(file_name);
         std::fs::write(&config, config_toml).expect("cannot write the config");
-        let mut child = resolver_command()
+        let mut child = command
             .arg("--config")
             .arg(&config)
-            .args(["--log", LOG_FILTER])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start anycast-resolver");
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Logs::default());
         let reader = {
@@ -255,63 +304,41 @@ impl Resolver {
                 logs.changed.notify_all();
             })
         };
-        let addr = logs.wait_for(START_DEADLINE, |line| listening_addr(line, "dns-udp"));
-        let mut resolver = Resolver {
+        Daemon {
+            program,
             child,
-            addr: addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             logs,
             reader: Some(reader),
             config,
-            _dir: dir,
-        };
-        if addr.is_none() {
-            let status = resolver.child.try_wait().ok().flatten();
-            panic!(
-                "anycast-resolver did not report a dns-udp listener within {START_DEADLINE:?} \
-                 (exit status: {status:?}); its log:\n{}",
-                resolver.logs().join("\n")
-            );
+            dir,
         }
-        resolver
     }
 
-    /// The DNS address (UDP and TCP).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Panics with the log: the daemon did not come up.
+    fn failed_to_start(&mut self, what: &str) -> ! {
+        let status = self.child.try_wait().ok().flatten();
+        panic!(
+            "{} did not {what} within {START_DEADLINE:?} (exit status: {status:?}); its log:\n{}",
+            self.program,
+            self.logs().join("\n")
+        );
     }
 
-    /// The HTTP API's address, once the resolver has logged it (`None` if it
-    /// does not within [`START_DEADLINE`]).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.logs
-            .wait_for(START_DEADLINE, |line| listening_addr(line, "http"))
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
+    fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Where its config file is.
-    pub fn config_path(&self) -> &Path {
-        &self.config
-    }
-
-    /// Every log line so far, ANSI colours removed.
-    pub fn logs(&self) -> Vec<String> {
+    fn logs(&self) -> Vec<String> {
         self.logs.lock().lines.clone()
     }
 
-    /// Waits until a log line contains `needle`; returns that line, or `None`
-    /// if the deadline passes or the process closes stderr first.
-    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> Option<String> {
+    fn wait_for_log(&self, needle: &str, deadline: Duration) -> Option<String> {
         self.logs.wait_for(deadline, |line| {
             line.contains(needle).then(|| line.to_owned())
         })
     }
 
-    /// Sends a signal (`TERM`, `INT`, ...) with `kill(1)`.
-    pub fn signal(&self, name: &str) {
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.pid().to_string())
@@ -324,11 +351,30 @@ impl Resolver {
         );
     }
 
-    /// Waits for the process to exit; `None` if it is still running at the deadline.
-    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+    fn wait_for_signal_handlers(&self, deadline: Duration) -> bool {
         let end = Instant::now() + deadline;
         loop {
-            if let Some(status) = self.child.try_wait().expect("cannot wait for the resolver") {
+            if [SIGINT, SIGTERM]
+                .into_iter()
+                .all(|signal| catches_signal(self.pid(), signal))
+            {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.program))
+            {
                 return Some(status);
             }
             if Instant::now() >= end {
@@ -339,17 +385,18 @@ impl Resolver {
     }
 }
 
-impl Drop for Resolver {
+impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // The test failed: its output (captured by the test harness) gets
-            // the end of the resolver's log.
+            // the end of the daemon's log.
             let lines = self.logs();
             let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
             eprintln!(
-                "--- anycast-resolver on {} (pid {}), last {} log lines:\n{}",
-                self.addr,
+                "--- {} (pid {}, config {}), last {} log lines:\n{}",
+                self.program,
                 self.pid(),
+                self.config.display(),
                 tail.len(),
                 tail.join("\n")
             );
@@ -362,6 +409,202 @@ impl Drop for Resolver {
     }
 }
 
+/// A running `anycast-resolver`, killed when dropped.
+#[derive(Debug)]
+pub struct Resolver {
+    daemon: Daemon,
+    addr: SocketAddr,
+}
+
+impl Resolver {
+    /// Writes `config_toml` to a fresh temp dir, starts the resolver on it and
+    /// waits for its DNS listener. Panics (with the log) if it does not come up.
+    pub fn start(config_toml: &str) -> Resolver {
+        Resolver::start_with(config_toml, &[], &[])
+    }
+
+    /// [`Resolver::start`] with extra command-line arguments (e.g. `--listen`).
+    pub fn start_with_args(config_toml: &str, args: &[&str]) -> Resolver {
+        Resolver::start_with(config_toml, args, &[])
+    }
+
+    /// [`Resolver::start`] with extra command-line arguments and environment
+    /// variables for the resolver only (e.g. the secret of a `[[push.key]]`
+    /// with `env = "NAME"`).
+    pub fn start_with(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Resolver {
+        let mut command = resolver_command();
+        command.args(["--log", LOG_FILTER]);
+        command.envs(env.iter().copied());
+        let mut daemon = Daemon::spawn(command, "resolver.toml", config_toml, args);
+        let addr = daemon
+            .logs
+            .wait_for(START_DEADLINE, |line| listening_addr(line, "dns-udp"));
+        match addr {
+            Some(addr) => Resolver { daemon, addr },
+            None => daemon.failed_to_start("report a dns-udp listener"),
+        }
+    }
+
+    /// The DNS address (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The HTTP API's address, once the resolver has logged it (`None` if it
+    /// does not within [`START_DEADLINE`]).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.daemon
+            .logs
+            .wait_for(START_DEADLINE, |line| listening_addr(line, "http"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
+    /// Where its config file is.
+    pub fn config_path(&self) -> &Path {
+        &self.daemon.config
+    }
+
+    /// Every log line so far, ANSI colours removed.
+    pub fn logs(&self) -> Vec<String> {
+        self.daemon.logs()
+    }
+
+    /// Waits until a log line contains `needle`; returns that line, or `None`
+    /// if the deadline passes or the process closes stderr first.
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> Option<String> {
+        self.daemon.wait_for_log(needle, deadline)
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        self.daemon.signal(name);
+    }
+
+    /// Waits until the process has installed its SIGINT and SIGTERM handlers
+    /// (see [`catches_signal`]); `false` if it has not at the deadline.
+    pub fn wait_for_signal_handlers(&self, deadline: Duration) -> bool {
+        self.daemon.wait_for_signal_handlers(deadline)
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        self.daemon.wait_exit(deadline)
+    }
+}
+
+/// A running `anycast-agent`, killed when dropped.
+#[derive(Debug)]
+pub struct Agent {
+    daemon: Daemon,
+}
+
+impl Agent {
+    /// Writes `config_toml` to a fresh temp dir, starts the agent on it with
+    /// `env` added to its environment (the key's variable, say) and waits for
+    /// its `agent running` line. Panics (with the log) if it does not come up.
+    pub fn start(config_toml: &str, env: &[(&str, &str)]) -> Agent {
+        Agent::start_custom(agent_binary(), config_toml, env, AGENT_LOG_FILTER)
+    }
+
+    /// [`Agent::start`] with another build of the agent and another log
+    /// filter (measurements of a release build at `info`, say).
+    pub fn start_custom(
+        binary: &Path,
+        config_toml: &str,
+        env: &[(&str, &str)],
+        log_filter: &str,
+    ) -> Agent {
+        let mut command = agent_command_for(binary);
+        command.args(["--log", log_filter]);
+        command.envs(env.iter().copied());
+        let mut daemon = Daemon::spawn(command, "agent.toml", config_toml, &[]);
+        if daemon
+            .wait_for_log("agent running", START_DEADLINE)
+            .is_none()
+        {
+            daemon.failed_to_start("log `agent running`");
+        }
+        Agent { daemon }
+    }
+
+    /// The address of the agent's own probe-file listener (`[probe_file]
+    /// listen`), from its `listening on` line; `None` if it has none.
+    pub fn probe_http_addr(&self) -> Option<SocketAddr> {
+        // Logged before `agent running`, which `start` waited for.
+        self.daemon
+            .logs()
+            .iter()
+            .find_map(|line| listening_addr(line, "probe-http"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
+    /// Where its config file is.
+    pub fn config_path(&self) -> &Path {
+        &self.daemon.config
+    }
+
+    /// The agent's own temp dir (where its config is).
+    pub fn dir(&self) -> &Path {
+        self.daemon.dir.path()
+    }
+
+    /// Every log line so far, ANSI colours removed.
+    pub fn logs(&self) -> Vec<String> {
+        self.daemon.logs()
+    }
+
+    /// Waits until a log line contains `needle`; returns that line, or `None`
+    /// if the deadline passes or the process closes stderr first.
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> Option<String> {
+        self.daemon.wait_for_log(needle, deadline)
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        self.daemon.signal(name);
+    }
+
+    /// Waits until the process has installed its SIGINT and SIGTERM handlers
+    /// (see [`catches_signal`]); `false` if it has not at the deadline.
+    pub fn wait_for_signal_handlers(&self, deadline: Duration) -> bool {
+        self.daemon.wait_for_signal_handlers(deadline)
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        self.daemon.wait_exit(deadline)
+    }
+}
+
+/// Signal numbers (Linux).
+pub const SIGINT: u32 = 2;
+/// See [`SIGINT`].
+pub const SIGTERM: u32 = 15;
+
+/// Whether process `pid` has a handler installed for `signal` (the `SigCgt`
+/// mask of `/proc/PID/status`). A daemon logs that it is listening before
+/// its signal handlers are certainly installed (they are set up by a task of
+/// its runtime), and a SIGTERM that comes first kills it outright; tests
+/// that mean to test the graceful shutdown wait for this first.
+pub fn catches_signal(pid: u32, signal: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| signal >= 1 && mask & (1 << (signal - 1)) != 0)
+}
+
 /// The address of a `listening on ADDR ... listener="NAME"` log line.
 fn listening_addr(line: &str, listener: &str) -> Option<SocketAddr> {
     if !line.contains(&format!("listener=\"{listener}\"")) {
@@ -369,6 +612,57 @@ fn listening_addr(line: &str, listener: &str) -> Option<SocketAddr> {
     }
     let (_, rest) = line.split_once("listening on ")?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// Example configs
+// ---------------------------------------------------------------------------
+
+/// Every `configs/*.toml` of the workspace with its text, sorted by path.
+pub fn example_configs() -> Vec<(PathBuf, String)> {
+    let dir = workspace_root().join("configs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.expect("cannot read configs/").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+            (file, text)
+        })
+        .collect()
+}
+
+/// The program an example config is for: the first of `anycast-resolver` and
+/// `anycast-agent` that its header comment names (each example's header
+/// shows the command that uses it).
+pub fn program_of(config_text: &str) -> Option<&'static str> {
+    let header: String = config_text
+        .lines()
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    [RESOLVER, AGENT]
+        .into_iter()
+        .filter_map(|program| header.find(program).map(|at| (at, program)))
+        .min()
+        .map(|(_, program)| program)
+}
+
+/// The variables named by `env = "NAME"` lines (push keys read from the
+/// environment).
+pub fn env_secrets(config_text: &str) -> Vec<String> {
+    config_text
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split('#').next()?.split_once('=')?;
+            (key.trim() == "env").then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .collect()
 }
 
 /// Runs `command` to completion, killing it if it outlives `deadline`.

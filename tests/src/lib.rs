@@ -2,10 +2,16 @@
 //!
 //! * [`upstream`]: a tiny authoritative DNS server on loopback that the
 //!   resolver forwards to, so forwarding is tested without the internet.
-//! * [`harness`]: builds and starts the real `anycast-resolver` binary on a
-//!   config, reads its log, and a small blocking DNS client (plus `dig`).
+//! * [`harness`]: builds and starts the real `anycast-resolver` and
+//!   `anycast-agent` binaries on a config, reads their logs, and a small
+//!   blocking DNS client (plus `dig`).
+//! * [`web`]: a test web server whose response delay the test sets, for the
+//!   agent to measure.
+//! * [`http`]: a tiny blocking HTTP client for the resolver's HTTP API.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod harness;
+pub mod http;
 pub mod upstream;
+pub mod web;

@@ -1,0 +1,431 @@
+//! Estimating each member's response time from pushes and probes.
+//!
+//! Pure code: every method takes `now`, nothing reads a clock. The maths,
+//! with every constant, is in `docs/estimator.md`; in short:
+//!
+//! * A **probe** measures the whole response time `RT` along the resolver's
+//!   path and reads the TUFR the server's agent put in the probe file. It
+//!   calibrates the path: the paper's scaling factor `SF = RT / TUFR`
+//!   (smoothed), or, with `calibration = "affine"`, a least-squares fit of
+//!   `RT = path + k * TUFR` over recent probes.
+//! * A **push** brings a fresh TUFR; the estimate follows it at once, without
+//!   waiting for a probe: `RT_est = SF * TUFR` (or `path + k * TUFR`).
+//! * The TUFR used in the ratio is floored (`tufr_floor`), so a near-zero TUFR
+//!   cannot blow `SF` up.
+//! * No push for `push_stale_after`: the push is no longer trusted and the
+//!   estimate falls back to the probe-only smoothed RT.
+//! * Health: `fail_after` failed probes in a row make a member down; it is up
+//!   again after `recover_after` successful ones (hysteresis).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anycast_proto::push::ServerState;
+
+/// How probes calibrate pushed TUFRs into response times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Calibration {
+    /// The paper's hybrid: `RT_est = SF * TUFR`, `SF = RT / TUFR` per probe.
+    #[default]
+    Ratio,
+    /// `RT_est = path + k * TUFR`, fitted over recent probes.
+    Affine,
+}
+
+/// Estimation parameters (per group).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EstimatorConfig {
+    /// Ratio or affine.
+    pub calibration: Calibration,
+    /// TUFR below this is taken as this in the ratio (milliseconds).
+    pub tufr_floor_ms: f64,
+    /// Weight of a new probe in the smoothed SF and RT (0..=1).
+    pub probe_weight: f64,
+    /// A push older than this is not trusted any more.
+    pub push_stale_after: Duration,
+    /// Failed probes in a row that make a member down.
+    pub fail_after: u32,
+    /// Successful probes in a row that bring it back.
+    pub recover_after: u32,
+    /// Probes kept for the affine fit.
+    pub affine_window: usize,
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        Self {
+            calibration: Calibration::Ratio,
+            tufr_floor_ms: 1.0,
+            probe_weight: 0.5,
+            push_stale_after: Duration::from_secs(30),
+            fail_after: 2,
+            recover_after: 2,
+            affine_window: 16,
+        }
+    }
+}
+
+/// The latest push of a member, as the estimator needs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PushedLoad {
+    /// What the agent says.
+    pub state: ServerState,
+    /// Its smoothed TUFR, when up.
+    pub tufr_ms: Option<f64>,
+    /// When it arrived.
+    pub received: Instant,
+}
+
+/// One successful probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSample {
+    /// Whole response time, to the last byte.
+    pub rt_ms: f64,
+    /// The TUFR in the probe file (absent if the agent says it is down).
+    pub tufr_ms: Option<f64>,
+}
+
+/// Where an estimate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Pushed TUFR calibrated by probes (the paper's hybrid).
+    Hybrid,
+    /// Probes only: no fresh push, or no TUFR to calibrate with.
+    ProbeOnly,
+    /// A fresh push but no successful probe yet (no path information).
+    PushOnly,
+    /// Nothing measured yet.
+    None,
+}
+
+/// A member's estimates for every measured metric.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    /// Estimated response time (metric `rt`), milliseconds.
+    pub rt_ms: Option<f64>,
+    /// Pushed, fresh TUFR (metric `load`), milliseconds.
+    pub load_ms: Option<f64>,
+    /// Smoothed probe response time (metric `path`), milliseconds.
+    pub path_ms: Option<f64>,
+    /// The smoothed scaling factor (ratio calibration).
+    pub sf: Option<f64>,
+    /// Where `rt_ms` comes from.
+    pub source: Source,
+}
+
+/// Probe health with hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not probed yet.
+    Unknown,
+    /// Probes succeed.
+    Up,
+    /// `fail_after` probes failed in a row; not yet `recover_after` successes.
+    Down,
+}
+
+/// What the estimator knows of one member from probes.
+#[derive(Debug, Clone)]
+pub struct MemberEstimator {
+    config: EstimatorConfig,
+    sf: Option<f64>,
+    path_ms: Option<f64>,
+    last_probe: Option<(ProbeSample, Instant)>,
+    recent: VecDeque<(f64, f64)>,
+    health: Health,
+    failures: u32,
+    successes: u32,
+}
+
+impl MemberEstimator {
+    /// A member never probed.
+    pub fn new(config: EstimatorConfig) -> Self {
+        Self {
+            config,
+            sf: None,
+            path_ms: None,
+            last_probe: None,
+            recent: VecDeque::new(),
+            health: Health::Unknown,
+            failures: 0,
+            successes: 0,
+        }
+    }
+
+    /// Takes a new configuration, keeping what was measured.
+    pub fn reconfigure(&mut self, config: EstimatorConfig) {
+        self.config = config;
+        while self.recent.len() > config.affine_window {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Records a successful probe.
+    pub fn probe_ok(&mut self, sample: ProbeSample, now: Instant) {
+        let w = self.config.probe_weight;
+        let blend = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + w * (new - o)));
+        self.path_ms = blend(self.path_ms, sample.rt_ms);
+        if let Some(tufr) = sample.tufr_ms {
+            self.sf = blend(self.sf, sample.rt_ms / tufr.max(self.config.tufr_floor_ms));
+            self.recent.push_back((tufr, sample.rt_ms));
+            while self.recent.len() > self.config.affine_window {
+                self.recent.pop_front();
+            }
+        }
+        self.last_probe = Some((sample, now));
+        self.failures = 0;
+        self.successes = self.successes.saturating_add(1);
+        if self.health == Health::Unknown
+            || (self.health == Health::Down && self.successes >= self.config.recover_after)
+        {
+            self.health = Health::Up;
+        }
+    }
+
+    /// Records a failed probe (timeout, refused, error status, bad file).
+    pub fn probe_failed(&mut self) {
+        self.successes = 0;
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= self.config.fail_after {
+            self.health = Health::Down;
+        }
+    }
+
+    /// Probe health.
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// Failed probes in a row.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The last successful probe and when it was made.
+    pub fn last_probe(&self) -> Option<(ProbeSample, Instant)> {
+        self.last_probe
+    }
+
+    /// The estimates at `now`, given the member's latest push.
+    pub fn estimate(&self, push: Option<&PushedLoad>, now: Instant) -> Estimate {
+        let fresh_tufr = push
+            .filter(|p| now.saturating_duration_since(p.received) <= self.config.push_stale_after)
+            .filter(|p| p.state == ServerState::Up)
+            .and_then(|p| p.tufr_ms);
+        let calibrated = fresh_tufr.and_then(|tufr| match self.config.calibration {
+            Calibration::Ratio => self.sf.map(|sf| sf * tufr.max(self.config.tufr_floor_ms)),
+            Calibration::Affine => self.affine().map(|(path, k)| path + k * tufr),
+        });
+        let (rt_ms, source) = match (calibrated, self.path_ms, fresh_tufr) {
+            (Some(rt), _, _) => (Some(rt), Source::Hybrid),
+            (None, Some(path), _) => (Some(path), Source::ProbeOnly),
+            (None, None, Some(tufr)) => (Some(tufr), Source::PushOnly),
+            (None, None, None) => (None, Source::None),
+        };
+        Estimate {
+            rt_ms,
+            load_ms: fresh_tufr,
+            path_ms: self.path_ms,
+            sf: self.sf,
+            source,
+        }
+    }
+
+    /// The affine fit `(path, k)` of `RT = path + k * TUFR` over recent
+    /// probes. Least squares when the TUFRs vary enough to tell `k`;
+    /// otherwise `k = 1` (time spent in the server adds to the response time
+    /// one for one) and `path` is the mean remainder. `k` is kept within
+    /// `[0.5, 20]` and `path` at or above zero, so a few noisy probes cannot
+    /// produce a negative or absurd slope.
+    pub fn affine(&self) -> Option<(f64, f64)> {
+        let n = self.recent.len();
+        if n == 0 {
+            return None;
+        }
+        let nf = n as f64;
+        let mean_t = self.recent.iter().map(|(t, _)| t).sum::<f64>() / nf;
+        let mean_r = self.recent.iter().map(|(_, r)| r).sum::<f64>() / nf;
+        let var_t = self
+            .recent
+            .iter()
+            .map(|(t, _)| (t - mean_t).powi(2))
+            .sum::<f64>()
+            / nf;
+        let cov = self
+            .recent
+            .iter()
+            .map(|(t, r)| (t - mean_t) * (r - mean_r))
+            .sum::<f64>()
+            / nf;
+        // TUFRs within about a millisecond of each other say nothing of k.
+        let k = if n >= 3 && var_t > 1.0 {
+            (cov / var_t).clamp(0.5, 20.0)
+        } else {
+            1.0
+        };
+        let path = (mean_r - k * mean_t).max(0.0);
+        Some((path, k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn push(tufr: f64, at: Instant) -> PushedLoad {
+        PushedLoad {
+            state: ServerState::Up,
+            tufr_ms: Some(tufr),
+            received: at,
+        }
+    }
+
+    fn probe(rt: f64, tufr: f64) -> ProbeSample {
+        ProbeSample {
+            rt_ms: rt,
+            tufr_ms: Some(tufr),
+        }
+    }
+
+    fn rt(e: &MemberEstimator, p: &PushedLoad, now: Instant) -> f64 {
+        e.estimate(Some(p), now).rt_ms.unwrap()
+    }
+
+    #[test]
+    fn ratio_calibration_converges_on_a_constant_path() {
+        // Path 40 ms, server 10 ms: RT 50, SF 5.
+        let t0 = Instant::now();
+        let mut e = MemberEstimator::new(EstimatorConfig::default());
+        e.probe_ok(probe(80.0, 10.0), t0); // a noisy first probe
+        for i in 1..10 {
+            e.probe_ok(probe(50.0, 10.0), t0 + i * S);
+        }
+        let p = push(10.0, t0 + 10 * S);
+        assert!((rt(&e, &p, t0 + 10 * S) - 50.0).abs() < 0.1);
+        assert_eq!(e.estimate(Some(&p), t0 + 10 * S).source, Source::Hybrid);
+    }
+
+    #[test]
+    fn affine_calibration_converges_and_separates_path_from_load() {
+        let t0 = Instant::now();
+        let config = EstimatorConfig {
+            calibration: Calibration::Affine,
+            ..EstimatorConfig::default()
+        };
+        let mut e = MemberEstimator::new(config);
+        for (i, tufr) in [5.0, 10.0, 20.0, 40.0, 10.0, 5.0].into_iter().enumerate() {
+            e.probe_ok(probe(40.0 + tufr, tufr), t0 + (i as u32) * S);
+        }
+        let (path, k) = e.affine().unwrap();
+        assert!(
+            (path - 40.0).abs() < 1e-6 && (k - 1.0).abs() < 1e-6,
+            "{path} {k}"
+        );
+        // A TUFR never seen before is extrapolated along the fit.
+        let p = push(100.0, t0 + 6 * S);
+        assert!((rt(&e, &p, t0 + 6 * S) - 140.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_step_in_tufr_moves_the_estimate_at_the_next_push_without_a_probe() {
+        let t0 = Instant::now();
+        for calibration in [Calibration::Ratio, Calibration::Affine] {
+            let mut e = MemberEstimator::new(EstimatorConfig {
+                calibration,
+                ..EstimatorConfig::default()
+            });
+            for i in 0..5 {
+                e.probe_ok(probe(30.0, 10.0), t0 + i * S);
+            }
+            let before = rt(&e, &push(10.0, t0 + 5 * S), t0 + 5 * S);
+            let after = rt(&e, &push(50.0, t0 + 6 * S), t0 + 6 * S);
+            assert!(after > before * 2.0, "{calibration:?}: {before} -> {after}");
+        }
+    }
+
+    #[test]
+    fn tiny_tufr_does_not_explode() {
+        // Path 100 ms and a server that answers in 10 microseconds: SF would
+        // be 10 000 unfloored; a later push of 2 ms would then predict 20 s.
+        let t0 = Instant::now();
+        let mut e = MemberEstimator::new(EstimatorConfig::default());
+        for i in 0..5 {
+            e.probe_ok(probe(100.0, 0.01), t0 + i * S);
+        }
+        assert!((e.estimate(None, t0).sf.unwrap() - 100.0).abs() < 1e-9);
+        let est = rt(&e, &push(2.0, t0 + 5 * S), t0 + 5 * S);
+        assert!(est <= 200.0 + 1e-9, "{est}");
+        // At or below the floor the estimate is the probed RT itself.
+        assert!((rt(&e, &push(0.001, t0 + 5 * S), t0 + 5 * S) - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stale_pushes_fall_back_to_probes_only() {
+        let t0 = Instant::now();
+        let config = EstimatorConfig::default();
+        let mut e = MemberEstimator::new(config);
+        e.probe_ok(probe(30.0, 10.0), t0);
+        let p = push(50.0, t0);
+        assert_eq!(e.estimate(Some(&p), t0).source, Source::Hybrid);
+        let later = t0 + config.push_stale_after + S;
+        let est = e.estimate(Some(&p), later);
+        assert_eq!(est.source, Source::ProbeOnly);
+        assert_eq!(est.rt_ms, Some(30.0));
+        assert_eq!(est.load_ms, None);
+    }
+
+    #[test]
+    fn push_only_and_nothing() {
+        let t0 = Instant::now();
+        let e = MemberEstimator::new(EstimatorConfig::default());
+        assert_eq!(e.estimate(None, t0).source, Source::None);
+        let est = e.estimate(Some(&push(7.0, t0)), t0);
+        assert_eq!(
+            (est.source, est.rt_ms, est.load_ms),
+            (Source::PushOnly, Some(7.0), Some(7.0))
+        );
+    }
+
+    #[test]
+    fn health_has_hysteresis() {
+        let t0 = Instant::now();
+        let mut e = MemberEstimator::new(EstimatorConfig::default());
+        assert_eq!(e.health(), Health::Unknown);
+        e.probe_ok(probe(10.0, 1.0), t0);
+        assert_eq!(e.health(), Health::Up);
+        e.probe_failed();
+        assert_eq!(e.health(), Health::Up, "one failure is not enough");
+        e.probe_failed();
+        assert_eq!(e.health(), Health::Down);
+        e.probe_ok(probe(10.0, 1.0), t0);
+        assert_eq!(e.health(), Health::Down, "one success is not enough");
+        e.probe_ok(probe(10.0, 1.0), t0);
+        assert_eq!(e.health(), Health::Up);
+    }
+
+    #[test]
+    fn a_lying_server_is_calibrated_to_its_true_response_time() {
+        // The agent reports a tenth of the real TUFR in pushes and in the
+        // probe file alike: the ratio absorbs the factor.
+        let t0 = Instant::now();
+        for calibration in [Calibration::Ratio, Calibration::Affine] {
+            let mut e = MemberEstimator::new(EstimatorConfig {
+                calibration,
+                ..EstimatorConfig::default()
+            });
+            for (i, true_tufr) in [20.0, 40.0, 80.0, 40.0].into_iter().enumerate() {
+                e.probe_ok(
+                    probe(10.0 + true_tufr, true_tufr / 10.0),
+                    t0 + (i as u32) * S,
+                );
+            }
+            let est = rt(&e, &push(4.0, t0 + 5 * S), t0 + 5 * S);
+            assert!((est - 50.0).abs() / 50.0 < 0.35, "{calibration:?}: {est}");
+        }
+    }
+}

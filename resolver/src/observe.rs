@@ -1,0 +1,64 @@
+//! What the resolver has observed of each member, pushes and probes
+//! together: the [`Measurements`] that selection and the views read.
+
+use std::time::{Duration, Instant};
+
+use anycast_proto::push::ServerState;
+
+use crate::estimate::{Health, PushedLoad};
+use crate::groups::{Group, Member};
+use crate::probe::ProbeBoard;
+use crate::push::PushBoard;
+use crate::select::{Measurements, MemberStatus, Unavailable};
+
+/// Pushes and probes as of one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The latest pushes.
+    pub pushes: &'a PushBoard,
+    /// The probe results and estimators.
+    pub probes: &'a ProbeBoard,
+    /// The instant the statuses are for.
+    pub now: Instant,
+}
+
+impl Observed<'_> {
+    /// The latest push of a member, as the estimator takes it.
+    pub fn pushed(&self, group: &Group, member: &Member) -> Option<PushedLoad> {
+        self.pushes
+            .latest(&group.name, member.endpoint())
+            .map(|p| PushedLoad {
+                state: p.state,
+                tufr_ms: p.tufr_ms,
+                received: p.received,
+            })
+    }
+}
+
+impl Measurements for Observed<'_> {
+    fn status(&self, group: &Group, member: &Member) -> MemberStatus {
+        let estimator = self.probes.estimator(group, member);
+        let push = self.pushed(group, member);
+        let estimate = estimator.estimate(push.as_ref(), self.now);
+        let silent_for = push.map(|p| self.now.saturating_duration_since(p.received));
+        let unavailable = match push.map(|p| p.state) {
+            Some(ServerState::Draining) => Some(Unavailable::Draining),
+            Some(ServerState::Down) => Some(Unavailable::ReportedDown),
+            _ if estimator.health() == Health::Down => Some(Unavailable::ProbesFailing),
+            _ if silent_for.is_some_and(|d| d > heartbeat_lost_after(group)) => {
+                Some(Unavailable::HeartbeatsLost)
+            }
+            _ => None,
+        };
+        MemberStatus {
+            unavailable,
+            estimate,
+        }
+    }
+}
+
+/// Silence after which an agent that used to push is taken as lost: twice
+/// the time after which its pushes stop being trusted.
+pub fn heartbeat_lost_after(group: &Group) -> Duration {
+    group.estimator.push_stale_after * 2
+}

@@ -1,0 +1,217 @@
+//! The prober: fetches each member's probe file periodically from this
+//! resolver's vantage point, and keeps each member's estimator.
+//!
+//! One task per member of every group, each probing every `probe_interval`
+//! (jittered by ±10 % so probes of many members spread out), sooner after a
+//! failure (so a dead member is confirmed dead quickly), never more than
+//! `MAX_CONCURRENT_PROBES` at once across the resolver. The probe traffic a
+//! member sees is therefore fixed by configuration, whatever the query rate.
+//!
+//! A probe opens a fresh connection (no keep-alive), as a new client would,
+//! so its response time includes connection setup along the path. The body
+//! is read to the last byte, at most [`MAX_PROBE_BYTES`]; a probe that times
+//! out, is refused, answers a non-2xx status, is too large or is not a probe
+//! file is a failure.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anycast_proto::AnycastName;
+use anycast_proto::probe::{MAX_PROBE_BYTES, ProbeFile};
+use rand::RngExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::estimate::{Health, MemberEstimator, ProbeSample};
+use crate::groups::{Directory, Group, Member};
+
+/// Probes in flight at once, over every member.
+pub const MAX_CONCURRENT_PROBES: usize = 64;
+
+/// Delay before re-probing a member whose probe just failed.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+
+/// Every member's estimator, fed by the prober.
+#[derive(Debug, Default)]
+pub struct ProbeBoard {
+    members: Mutex<HashMap<(AnycastName, SocketAddr), MemberEstimator>>,
+}
+
+impl ProbeBoard {
+    /// An empty board.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(
+        &self,
+        group: &Group,
+        member: &Member,
+        f: impl FnOnce(&mut MemberEstimator) -> T,
+    ) -> T {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let estimator = members
+            .entry((group.name.clone(), member.endpoint()))
+            .or_insert_with(|| MemberEstimator::new(group.estimator));
+        f(estimator)
+    }
+
+    /// Records a successful probe of `member`.
+    pub fn probe_ok(&self, group: &Group, member: &Member, sample: ProbeSample, now: Instant) {
+        self.with(group, member, |e| {
+            let was = e.health();
+            e.probe_ok(sample, now);
+            if was == Health::Down && e.health() == Health::Up {
+                info!(group = %group.name, member = %member.endpoint(), "member is up again");
+            }
+        });
+    }
+
+    /// Records a failed probe of `member`.
+    pub fn probe_failed(&self, group: &Group, member: &Member, reason: &str) {
+        self.with(group, member, |e| {
+            let was = e.health();
+            e.probe_failed();
+            if was != Health::Down && e.health() == Health::Down {
+                info!(group = %group.name, member = %member.endpoint(), %reason, "member is down: probes fail");
+            }
+        });
+    }
+
+    /// A copy of the member's estimator (a fresh one if never probed).
+    pub fn estimator(&self, group: &Group, member: &Member) -> MemberEstimator {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members
+            .get(&(group.name.clone(), member.endpoint()))
+            .cloned()
+            .unwrap_or_else(|| MemberEstimator::new(group.estimator))
+    }
+}
+
+/// Starts a probing task for every member of every group.
+pub fn start(
+    directory: &Directory,
+    board: Arc<ProbeBoard>,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the probe HTTP client: {e}"))?;
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
+    for group in directory.groups() {
+        for index in 0..group.members.len() {
+            let span =
+                info_span!("probe", group = %group.name, member = %group.members[index].endpoint());
+            tasks.spawn(
+                probe_member(
+                    group.clone(),
+                    index,
+                    client.clone(),
+                    permits.clone(),
+                    board.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(span),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn probe_member(
+    group: Arc<Group>,
+    index: usize,
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    board: Arc<ProbeBoard>,
+    shutdown: CancellationToken,
+) {
+    let member = &group.members[index];
+    let settings = group.probing;
+    // Start at a random point of the interval, so members are not probed in step.
+    let mut wait = settings.interval.mul_f64(rand::rng().random::<f64>());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let outcome = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            fetch(&client, &member.probe, settings.timeout).await
+        };
+        wait = match outcome {
+            Ok((rt, file)) => {
+                let sample = ProbeSample {
+                    rt_ms: rt.as_secs_f64() * 1000.0,
+                    tufr_ms: file.tufr_ms,
+                };
+                debug!(rt_ms = sample.rt_ms, tufr_ms = ?sample.tufr_ms, "probed");
+                board.probe_ok(&group, member, sample, Instant::now());
+                settings
+                    .interval
+                    .mul_f64(0.9 + 0.2 * rand::rng().random::<f64>())
+            }
+            Err(reason) => {
+                debug!(%reason, "probe failed");
+                board.probe_failed(&group, member, &reason);
+                RETRY_AFTER_FAILURE
+            }
+        };
+    }
+}
+
+/// Fetches a probe file, timing the whole exchange to the last byte.
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<(Duration, ProbeFile), String> {
+    let start = Instant::now();
+    let exchange = async {
+        let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("status {}", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_PROBE_BYTES {
+                return Err(format!("probe file larger than {MAX_PROBE_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no complete answer within {timeout:?}"))??;
+    let rt = start.elapsed();
+    let file = ProbeFile::from_json(&body).map_err(|e| e.to_string())?;
+    Ok((rt, file))
+}
+
+/// Probe settings of a group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSettings {
+    /// Time between probes of one member.
+    pub interval: Duration,
+    /// A probe not complete within this has failed.
+    pub timeout: Duration,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
