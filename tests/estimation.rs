@@ -428,12 +428,14 @@ fn figures_estimation_error_and_probe_rate() {
     bed.wait_all_estimated(Duration::from_secs(10));
     let mut errors = Vec::new();
     let start = Instant::now();
-    let probes_before: Vec<u64> = bed.members.iter().map(|m| m.web.requests()).collect();
+    let probes_before: Vec<u64> = bed.members.iter().map(|m| m.web.file_requests()).collect();
+    let mut own_fetches = 0u64;
     while start.elapsed() < Duration::from_secs(20) {
         for m in &bed.members {
             let t0 = Instant::now();
             let response = http::get(m.web.addr(), &format!("/{PROBE_PATH}"));
             let measured = t0.elapsed().as_secs_f64() * 1000.0;
+            own_fetches += 1;
             assert_eq!(response.status, 200);
             let est = bed.member_view(&m.endpoint())["estimate"]["rt_ms"]
                 .as_f64()
@@ -450,11 +452,14 @@ fn figures_estimation_error_and_probe_rate() {
         errors.len()
     );
     let minutes = start.elapsed().as_secs_f64() / 60.0;
+    let own_per_member = own_fetches / bed.members.len() as u64;
     for (m, before) in bed.members.iter().zip(probes_before) {
+        let probes = m.web.file_requests() - before - own_per_member;
         eprintln!(
-            "figure: {} received {:.0} requests per minute (probes + its agent's active measurements)",
+            "figure: {} received {:.1} probe requests per minute from the resolver (probe_interval {:?})",
             m.endpoint(),
-            (m.web.requests() - before) as f64 / minutes
+            probes as f64 / minutes,
+            PROBE_INTERVAL
         );
     }
 }

@@ -34,6 +34,8 @@ const MAX_HEAD: usize = 16 * 1024;
 struct Shared {
     delay_nanos: AtomicU64,
     requests: AtomicU64,
+    /// Requests for files under the docroot (the probe file, in practice).
+    file_requests: AtomicU64,
     stop: AtomicBool,
     docroot: Option<PathBuf>,
     /// Open connections (a clone of each stream, to shut it down) and their threads.
@@ -102,6 +104,12 @@ impl WebServer {
     /// Requests received so far (complete request heads).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests so far that named a file under the docroot: probes of the
+    /// probe file, as opposed to the agent's measurements of `/`.
+    pub fn file_requests(&self) -> u64 {
+        self.shared.file_requests.load(Ordering::Relaxed)
     }
 }
 
@@ -246,7 +254,11 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let (content_type, body) = match file_for(shared.docroot.as_deref(), &head.path) {
+        let file = file_for(shared.docroot.as_deref(), &head.path);
+        if file.is_some() {
+            shared.file_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let (content_type, body) = match file {
             Some(path) => match std::fs::read(&path) {
                 Ok(bytes) => (content_type_of(&path), bytes),
                 Err(_) => ("text/plain", BODY.to_vec()),
