@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Installs the programs the tests use (dig, from Debian's dnsutils) when they
-# are missing. Needs root (apt-get); does nothing when everything is present.
+# Installs the programs the tests use when they are missing: dig (dnsutils),
+# curl, a C compiler (the shim's tests build small C programs), valgrind (the
+# shim's memory checks) and python3. Needs root (apt-get); does nothing when
+# everything is present.
 set -euo pipefail
 
 need=()
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v getent >/dev/null 2>&1 || need+=(libc-bin)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

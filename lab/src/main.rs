@@ -1,0 +1,3 @@
+//! `anycast-lab`: the testbed (being built).
+
+fn main() {}
