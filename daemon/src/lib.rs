@@ -1,11 +1,14 @@
 //! What every long-running binary of the project does the same way: start
-//! logging, build the runtime, run until SIGINT or SIGTERM, and report a
-//! fatal error with its cause chain.
+//! logging, build the runtime, run until SIGINT or SIGTERM, report a fatal
+//! error with its cause chain, and replace files atomically.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::future::Future;
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -86,5 +89,95 @@ impl Signals {
             _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
         }
         shutdown.cancel();
+    }
+}
+
+/// How hard [`write_atomically`] works to make the new file survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Readers see the old file or the new one, never a mix; after a crash
+    /// either may be there (for files rewritten often and cheap to lose).
+    Replaced,
+    /// As `Replaced`, and the new file is on disk when the call returns (the
+    /// file and its directory are fsynced): an acknowledged write survives a
+    /// crash.
+    Synced,
+}
+
+/// Replaces `path` with `bytes` atomically: writes a temporary file in the
+/// same directory, then renames it over `path`. On any error the old file is
+/// left as it was and the temporary file removed.
+pub fn write_atomically(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        if durability == Durability::Synced {
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if durability == Durability::Synced {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        for durability in [Durability::Replaced, Durability::Synced] {
+            write_atomically(&path, b"one", durability).unwrap();
+            write_atomically(&path, b"two", durability).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe.json");
+        write_atomically(&path, b"old", Durability::Synced).unwrap();
+        // A non-empty directory where the file should go makes the rename fail.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("x"), b"").unwrap();
+        assert!(write_atomically(&blocked, b"new", Durability::Synced).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
     }
 }

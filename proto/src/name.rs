@@ -101,7 +101,7 @@ impl fmt::Display for Zone {
 }
 
 /// A parsed anycast name: a service in a zone, optionally qualified by a metric.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AnycastName {
     service: String,
     metric: Option<Metric>,

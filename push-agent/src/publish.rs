@@ -1,9 +1,8 @@
 //! Publishing the probe file: written atomically into the server's docroot,
 //! and/or served by the agent's own HTTP listener.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,37 +19,11 @@ use crate::config::ProbeFileConfig;
 /// of disk writes.
 const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Writes `bytes` to `path` atomically: a reader sees the old file or the new
-/// one, never a mix (temp file in the same directory, then rename).
+/// Replaces the probe file: readers (the server) see the old or the new
+/// file, never a mix. Not fsynced: it is rewritten every few hundred
+/// milliseconds and worthless after a crash.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
-    let result = (|| {
-        tmp.1.write_all(bytes)?;
-        tmp.1.sync_data()?;
-        std::fs::rename(&tmp.0, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp.0);
-    }
-    result
-}
-
-fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    Ok((tmp, file))
+    anycast_daemon::write_atomically(path, bytes, anycast_daemon::Durability::Replaced)
 }
 
 /// Keeps the probe file current until `shutdown`; the agent's listener (if
@@ -152,37 +125,5 @@ async fn keep_current(
             _ = shutdown.cancelled() => return,
             changed = reports.changed() => if changed.is_err() { return },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("probe.json");
-        write_atomically(&path, b"one").unwrap();
-        write_atomically(&path, b"two").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("probe.json")]);
-    }
-
-    #[test]
-    fn a_failed_write_keeps_the_old_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("probe.json");
-        write_atomically(&path, b"old").unwrap();
-        // A directory where the file should go makes the rename fail.
-        let blocked = dir.path().join("blocked");
-        std::fs::create_dir(&blocked).unwrap();
-        std::fs::write(blocked.join("x"), b"").unwrap();
-        assert!(write_atomically(&blocked, b"new").is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"old");
     }
 }

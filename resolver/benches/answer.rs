@@ -21,6 +21,7 @@ use anycast_proto::{Metric, Zone};
 use anycast_resolver::config::Config;
 use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
+use anycast_resolver::membership::Membership;
 use anycast_resolver::observe::Observed;
 use anycast_resolver::probe::ProbeBoard;
 use anycast_resolver::push::PushBoard;
@@ -71,7 +72,16 @@ fn query(name: &str) -> Vec<u8> {
 fn benches(c: &mut Criterion) {
     let upstream = Upstream::start(example_zone()).expect("fake upstream starts");
     let config = config(upstream.addr());
-    let directory = Arc::new(anycast_resolver::directory(&config));
+    let membership = Membership::new(
+        config.zones.clone(),
+        config
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), g.spec.clone())),
+        None,
+    )
+    .expect("membership");
+    let directory = membership.directory();
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
     let probes = Arc::new(ProbeBoard::new());
     let zones = vec![Zone::new("any.example.net").expect("valid zone")];
@@ -106,7 +116,7 @@ fn benches(c: &mut Criterion) {
         let forwarder = Forwarder::new(&config.forward).expect("forwarder");
         DnsFront::new(
             &config,
-            directory.clone(),
+            membership.subscribe(),
             pushes.clone(),
             probes.clone(),
             forwarder,

@@ -6,6 +6,7 @@
 //! | `GET /v1/groups` | the names of every group |
 //! | `GET /v1/groups/{adn}` | one group explained (either name form; `?metric=` optional) |
 //! | `GET /v1/pushes` | push counters: accepted, and rejected by reason |
+//! | `POST /v1/join` | an agent adds its own server to groups (self-registration; off unless `[admin] join_token_file` is set) |
 //!
 //! Errors are JSON `{"error": "...", "detail": "..."}` with a fitting status.
 
@@ -24,7 +25,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::groups::Directory;
+use crate::admin::{refused, token_matches};
+use crate::groups::{Member, default_probe_url};
+use crate::membership::{Change, Membership};
 use crate::observe::Observed;
 use crate::probe::ProbeBoard;
 use crate::push::{PushBoard, Refused, Rejection};
@@ -34,12 +37,15 @@ use crate::view::GroupView;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct ApiState {
-    /// The groups.
-    pub directory: Arc<Directory>,
+    /// The groups, as they are now.
+    pub membership: Arc<Membership>,
     /// The latest pushes.
     pub pushes: Arc<PushBoard>,
     /// Probe results and estimators.
     pub probes: Arc<ProbeBoard>,
+    /// SHA-256 of the token agents present to join a group; `None`: joining
+    /// is off.
+    pub join_token: Option<[u8; 32]>,
 }
 
 /// The API's routes.
@@ -49,6 +55,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/v1/pushes", get(push_counters))
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{adn}", get(show_group))
+        .route("/v1/join", post(join))
         .with_state(state)
 }
 
@@ -77,9 +84,13 @@ async fn receive_push(State(state): State<ApiState>, headers: HeaderMap, body: B
         )),
         Ok(bytes) => {
             let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-            state
-                .pushes
-                .receive(signature, &bytes, &state.directory, now, now_unix)
+            state.pushes.receive(
+                signature,
+                &bytes,
+                &state.membership.directory(),
+                now,
+                now_unix,
+            )
         }
     };
     match result {
@@ -103,11 +114,8 @@ async fn push_counters(State(state): State<ApiState>) -> Response {
 }
 
 async fn list_groups(State(state): State<ApiState>) -> Response {
-    let mut names: Vec<String> = state
-        .directory
-        .groups()
-        .map(|g| g.name.to_string())
-        .collect();
+    let directory = state.membership.directory();
+    let mut names: Vec<String> = directory.groups().map(|g| g.name.to_string()).collect();
     names.sort();
     Json(json!({ "groups": names })).into_response()
 }
@@ -122,7 +130,8 @@ async fn show_group(
     Path(adn): Path<String>,
     Query(query): Query<ShowQuery>,
 ) -> Response {
-    let name = match name::parse(&adn, state.directory.zones()) {
+    let directory = state.membership.directory();
+    let name = match name::parse(&adn, directory.zones()) {
         Ok(name) => name,
         Err(e) => return error(StatusCode::NOT_FOUND, "not_an_anycast_name", e.to_string()),
     };
@@ -133,7 +142,7 @@ async fn show_group(
             Err(e) => return error(StatusCode::BAD_REQUEST, "unknown_metric", e.to_string()),
         },
     };
-    let Some(group) = state.directory.group(&name) else {
+    let Some(group) = directory.group(&name) else {
         return error(
             StatusCode::NOT_FOUND,
             "no_such_group",
@@ -148,4 +157,63 @@ async fn show_group(
     let set = select::equivalent_set(group, metric, Family::Any, &observed);
     let view = GroupView::build(group, metric, set.as_ref(), &observed);
     Json(view).into_response()
+}
+
+/// An agent's request to join groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    /// `address:port` of the server.
+    server: std::net::SocketAddr,
+    /// The groups to join.
+    groups: Vec<String>,
+    /// Its probe file's URL (default: the standard path on the server).
+    probe: Option<String>,
+}
+
+async fn join(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(expected) = &state.join_token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "join_disabled",
+            "self-registration is off on this resolver",
+        );
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|t| token_matches(expected, t.trim())) {
+        tracing::warn!("join refused: missing or wrong join token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong join token",
+        );
+    }
+    let request: JoinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+    };
+    let mut member = Member::new(request.server);
+    member.probe = request
+        .probe
+        .unwrap_or_else(|| default_probe_url(request.server));
+    let groups = request.groups.clone();
+    match state
+        .membership
+        .change(Change::Join { groups, member })
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(server = %request.server, groups = ?request.groups, "agent joined");
+            Json(json!({ "ok": true, "server": request.server.to_string(), "groups": request.groups }))
+                .into_response()
+        }
+        Err(e) => refused(&e),
+    }
 }

@@ -18,11 +18,11 @@ use anycast_proto::{AnycastName, Zone};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::estimate::{Calibration, EstimatorConfig};
-use crate::groups::{AnswerMode, Group, Member};
-use crate::probe::ProbeSettings;
+use crate::estimate::Calibration;
+pub use crate::groups::ZoneConfig;
+use crate::groups::{AnswerMode, GroupSpec, Member, default_probe_url};
 pub use crate::push::PushConfig;
-use crate::select::{Pick, SelectionConfig};
+use crate::select::Pick;
 
 /// Port of the DNS listener when the file names none (5353 belongs to mDNS).
 pub const DEFAULT_DNS_PORT: u16 = 5300;
@@ -32,7 +32,7 @@ pub const DEFAULT_DNS_PORT: u16 = 5300;
 pub struct Config {
     /// DNS listeners and their limits.
     pub dns: DnsConfig,
-    /// The HTTP listener (push receiver, admin and status API in later issues).
+    /// The HTTP listener (push receiver, group views, self-registration).
     pub http: HttpConfig,
     /// Forwarding of names outside the anycast zones.
     pub forward: ForwardConfig,
@@ -42,6 +42,8 @@ pub struct Config {
     pub zones: Vec<ZoneConfig>,
     /// The statically configured groups.
     pub groups: Vec<GroupConfig>,
+    /// The admin API, if enabled.
+    pub admin: Option<AdminConfig>,
 }
 
 /// DNS transport settings.
@@ -81,52 +83,28 @@ pub struct ForwardConfig {
     pub timeout: Duration,
 }
 
-/// One anycast zone.
-#[derive(Debug, Clone)]
-pub struct ZoneConfig {
-    /// The zone's name.
-    pub name: Zone,
-    /// TTL of negative answers (NXDOMAIN, NODATA) under the zone, in seconds.
-    pub negative_ttl: u32,
-}
-
 /// One statically configured group.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     /// `<service>.<zone>`.
     pub name: AnycastName,
-    /// Answer TTL in seconds.
-    pub ttl: u32,
-    /// One address or the whole set.
-    pub answer: AnswerMode,
-    /// The members.
-    pub members: Vec<Member>,
-    /// How members are probed.
-    pub probing: ProbeSettings,
-    /// How pushes and probes become estimates.
-    pub estimator: EstimatorConfig,
-    /// How the equivalent set is formed and the pick drawn.
-    pub selection: SelectionConfig,
+    /// Its settings and members.
+    pub spec: GroupSpec,
 }
 
-impl GroupConfig {
-    /// The runtime group this configuration describes.
-    pub fn to_group(&self) -> Group {
-        let mut group = Group::new(
-            self.name.clone(),
-            self.ttl,
-            self.answer,
-            self.members.clone(),
-        );
-        group.probing = self.probing;
-        group.estimator = self.estimator;
-        group.selection = self.selection;
-        group
-    }
+/// The operator's API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Loopback by default.
+    pub listen: SocketAddr,
+    /// The bearer token every request must carry.
+    pub token: String,
+    /// Where runtime changes are persisted.
+    pub state_file: PathBuf,
+    /// The token agents present to add their own server to a group
+    /// (self-registration); `None` turns it off.
+    pub join_token: Option<String>,
 }
-
-/// How many heartbeats may be missed before pushes are not trusted.
-pub const HEARTBEATS_BEFORE_STALE: u32 = 3;
 
 impl Config {
     /// Reads and validates a config file.
@@ -160,6 +138,7 @@ impl Config {
             http,
             forward,
             push,
+            admin,
             zones: raw_zones,
             groups: raw_groups,
         } = raw;
@@ -298,6 +277,7 @@ impl Config {
                     },
                     cost: m.cost,
                     weight: positive(source, m.weight)?,
+                    drained: false,
                 };
                 if members.iter().any(|o| o.endpoint() == member.endpoint()) {
                     return Err(err(
@@ -308,41 +288,69 @@ impl Config {
                 members.push(member);
             }
             let threshold_span = raw.threshold.span();
-            let relative = raw.threshold.into_inner();
-            if !(relative.is_finite() && relative >= 0.0) {
+            let threshold = raw.threshold.into_inner();
+            if !(threshold.is_finite() && threshold >= 0.0) {
                 return Err(err(
                     threshold_span,
                     "threshold must be a number of at least 0".into(),
                 ));
             }
-            let probing = ProbeSettings {
-                interval: positive_duration(source, raw.probe_interval)?,
-                timeout: positive_duration(source, raw.probe_timeout)?,
-            };
-            let heartbeat = positive_duration(source, raw.heartbeat)?;
-            let estimator = EstimatorConfig {
-                calibration: raw.calibration,
-                tufr_floor_ms: raw.tufr_floor.0.as_secs_f64() * 1000.0,
-                push_stale_after: heartbeat * HEARTBEATS_BEFORE_STALE,
-                fail_after: positive(source, raw.fail_after)?,
-                recover_after: positive(source, raw.recover_after)?,
-                ..EstimatorConfig::default()
-            };
-            let selection = SelectionConfig {
-                relative,
-                slack_ms: raw.slack.0.as_secs_f64() * 1000.0,
-                pick: raw.pick,
-            };
-            groups.push(GroupConfig {
-                name,
+            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let spec = GroupSpec {
                 ttl: raw.ttl,
                 answer: raw.answer,
+                probe_interval_ms: ms(positive_duration(source, raw.probe_interval)?),
+                probe_timeout_ms: ms(positive_duration(source, raw.probe_timeout)?),
+                fail_after: positive(source, raw.fail_after)?,
+                recover_after: positive(source, raw.recover_after)?,
+                calibration: raw.calibration,
+                tufr_floor_ms: raw.tufr_floor.0.as_secs_f64() * 1000.0,
+                heartbeat_ms: ms(positive_duration(source, raw.heartbeat)?),
+                threshold,
+                slack_ms: raw.slack.0.as_secs_f64() * 1000.0,
+                pick: raw.pick,
                 members,
-                probing,
-                estimator,
-                selection,
-            });
+            };
+            // Everything is checked above with its position; this catches
+            // what a later change to the spec's rules might add.
+            spec.validate()
+                .map_err(|e| err(span.clone(), e.to_string()))?;
+            groups.push(GroupConfig { name, spec });
         }
+
+        let admin = match admin {
+            None => None,
+            Some(a) => {
+                let read_token = |file: &Spanned<PathBuf>, what: &str| {
+                    let text = std::fs::read_to_string(file.get_ref()).map_err(|e| {
+                        err(
+                            file.span(),
+                            format!(
+                                "cannot read the {what} file {}: {e}",
+                                file.get_ref().display()
+                            ),
+                        )
+                    })?;
+                    let token = text.trim().to_owned();
+                    if token.len() < 16 {
+                        return Err(err(
+                            file.span(),
+                            format!("the {what} must be at least 16 characters"),
+                        ));
+                    }
+                    Ok(token)
+                };
+                Some(AdminConfig {
+                    listen: a.listen,
+                    token: read_token(&a.token_file, "admin token")?,
+                    state_file: a.state_file,
+                    join_token: match &a.join_token_file {
+                        Some(file) => Some(read_token(file, "join token")?),
+                        None => None,
+                    },
+                })
+            }
+        };
 
         Ok(Config {
             dns,
@@ -353,13 +361,9 @@ impl Config {
             push,
             zones,
             groups,
+            admin,
         })
     }
-}
-
-/// Where a member serves its probe file when the config names no URL.
-pub fn default_probe_url(endpoint: SocketAddr) -> String {
-    format!("http://{endpoint}/.well-known/anycast-probe.json")
 }
 
 /// An upstream written as `"IP"` (port 53) or `"IP:port"`.
@@ -393,6 +397,7 @@ struct RawConfig {
     forward: RawForward,
     #[serde(default)]
     push: RawPush,
+    admin: Option<RawAdmin>,
     #[serde(default, rename = "zone")]
     zones: Vec<RawZone>,
     #[serde(default, rename = "group")]
@@ -459,6 +464,20 @@ impl Default for RawForward {
             timeout: spanned(Duration::from_secs(2).into()),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: SocketAddr,
+    token_file: Spanned<PathBuf>,
+    state_file: PathBuf,
+    join_token_file: Option<Spanned<PathBuf>>,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8054))
 }
 
 #[derive(Deserialize)]
@@ -531,40 +550,40 @@ struct RawGroup {
     members: Vec<RawMember>,
 }
 
+fn default_ttl() -> u32 {
+    GroupSpec::default().ttl
+}
+
 fn default_probe_interval() -> Spanned<HumanDuration> {
-    spanned(ProbeSettings::default().interval.into())
+    spanned(Duration::from_millis(GroupSpec::default().probe_interval_ms).into())
 }
 
 fn default_probe_timeout() -> Spanned<HumanDuration> {
-    spanned(ProbeSettings::default().timeout.into())
+    spanned(Duration::from_millis(GroupSpec::default().probe_timeout_ms).into())
 }
 
 fn default_threshold() -> Spanned<f64> {
-    spanned(SelectionConfig::default().relative)
+    spanned(GroupSpec::default().threshold)
 }
 
 fn default_slack() -> HumanDuration {
-    Duration::from_secs_f64(SelectionConfig::default().slack_ms / 1000.0).into()
+    Duration::from_secs_f64(GroupSpec::default().slack_ms / 1000.0).into()
 }
 
 fn default_tufr_floor() -> HumanDuration {
-    Duration::from_secs_f64(EstimatorConfig::default().tufr_floor_ms / 1000.0).into()
+    Duration::from_secs_f64(GroupSpec::default().tufr_floor_ms / 1000.0).into()
 }
 
 fn default_heartbeat() -> Spanned<HumanDuration> {
-    spanned(Duration::from_secs(10).into())
+    spanned(Duration::from_millis(GroupSpec::default().heartbeat_ms).into())
 }
 
 fn default_fail_after() -> Spanned<u32> {
-    spanned(EstimatorConfig::default().fail_after)
+    spanned(GroupSpec::default().fail_after)
 }
 
 fn default_recover_after() -> Spanned<u32> {
-    spanned(EstimatorConfig::default().recover_after)
-}
-
-fn default_ttl() -> u32 {
-    5
+    spanned(GroupSpec::default().recover_after)
 }
 
 #[derive(Deserialize)]
@@ -639,13 +658,13 @@ probe = "http://[::1]:80/p.json"
         assert_eq!(c.zones[0].name.as_str(), "any.example.net");
         let g = &c.groups[0];
         assert_eq!(g.name.to_string(), "web.any.example.net");
-        assert_eq!(g.answer, AnswerMode::Set);
+        assert_eq!(g.spec.answer, AnswerMode::Set);
         assert_eq!(
-            g.members[0].probe,
+            g.spec.members[0].probe,
             "http://127.0.0.1:8080/.well-known/anycast-probe.json"
         );
-        assert_eq!(g.members[1].port, 80);
-        assert_eq!(g.members[0].cost, 2);
+        assert_eq!(g.spec.members[1].port, 80);
+        assert_eq!(g.spec.members[0].cost, 2);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
 use std::time::Instant;
+use tokio::sync::watch;
 
 use anycast_proto::name::{self, NameError};
 use anycast_proto::{AnycastName, Zone};
@@ -26,7 +28,7 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::groups::{AnswerMode, Directory};
+use crate::groups::{AnswerMode, Directory, ZoneConfig};
 use crate::observe::Observed;
 use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
@@ -48,20 +50,12 @@ pub enum Transport {
 /// The DNS request handler.
 #[derive(Debug)]
 pub struct DnsFront {
-    directory: Arc<Directory>,
+    directory: watch::Receiver<Arc<Directory>>,
     pushes: Arc<PushBoard>,
     probes: Arc<ProbeBoard>,
-    zones: Vec<ZoneInfo>,
     forwarder: Forwarder,
     allow: Vec<IpNet>,
     udp_payload: u16,
-}
-
-/// What the front needs of a zone beyond its name.
-#[derive(Debug)]
-struct ZoneInfo {
-    zone: Zone,
-    soa: Record,
 }
 
 /// The response being built, before encoding.
@@ -84,43 +78,19 @@ impl Reply {
 }
 
 impl DnsFront {
-    /// Builds the front from the configuration, the groups, what is observed
-    /// of their members, and a forwarder.
+    /// Builds the front from the configuration, the current membership
+    /// (followed as it changes), what is observed of members, and a forwarder.
     pub fn new(
         config: &Config,
-        directory: Arc<Directory>,
+        directory: watch::Receiver<Arc<Directory>>,
         pushes: Arc<PushBoard>,
         probes: Arc<ProbeBoard>,
         forwarder: Forwarder,
     ) -> Self {
-        let zones = config
-            .zones
-            .iter()
-            .filter_map(|z| {
-                let apex = Name::from_ascii(format!("{}.", z.name)).ok()?;
-                let soa = SOA::new(
-                    Name::from_ascii("ns").ok()?.append_domain(&apex).ok()?,
-                    Name::from_ascii("hostmaster")
-                        .ok()?
-                        .append_domain(&apex)
-                        .ok()?,
-                    1,
-                    3600,
-                    600,
-                    86400,
-                    z.negative_ttl,
-                );
-                Some(ZoneInfo {
-                    zone: z.name.clone(),
-                    soa: Record::from_rdata(apex, z.negative_ttl, RData::SOA(soa)),
-                })
-            })
-            .collect();
         Self {
             directory,
             pushes,
             probes,
-            zones,
             forwarder,
             allow: config.forward.allow.clone(),
             udp_payload: config.dns.udp_payload,
@@ -186,8 +156,10 @@ impl DnsFront {
         }
 
         let may_recurse = self.may_recurse(src.ip());
-        if let Some(info) = self.zone_of(qname) {
-            let mut reply = self.anycast(meta, info, qname, qtype);
+        // One snapshot of membership for the whole answer.
+        let directory = self.directory.borrow().clone();
+        if let Some(zone) = zone_of(&directory, qname) {
+            let mut reply = self.anycast(&directory, meta, zone, qname, qtype);
             reply.metadata.authoritative = true;
             reply.metadata.recursion_available = may_recurse;
             return reply;
@@ -205,12 +177,6 @@ impl DnsFront {
         reply
     }
 
-    fn zone_of(&self, qname: &Name) -> Option<&ZoneInfo> {
-        let text = qname.to_ascii();
-        let zone = name::zone_of(&text, self.directory.zones())?;
-        self.zones.iter().find(|z| &z.zone == zone)
-    }
-
     fn may_recurse(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -220,19 +186,26 @@ impl DnsFront {
     }
 
     /// Answers a name under an anycast zone.
-    fn anycast(&self, meta: &Metadata, info: &ZoneInfo, qname: &Name, qtype: RecordType) -> Reply {
+    fn anycast(
+        &self,
+        directory: &Directory,
+        meta: &Metadata,
+        zone: &ZoneConfig,
+        qname: &Name,
+        qtype: RecordType,
+    ) -> Reply {
         let negative = |rcode| {
             let mut reply = Reply::new(meta, rcode);
-            reply.authorities.push(info.soa.clone());
+            reply.authorities.extend(soa(zone));
             reply
         };
-        let name = match parse_qname(qname, self.directory.zones()) {
+        let name = match parse_qname(qname, directory.zones()) {
             Ok(name) => name,
             Err(NameError::ZoneApex { .. }) => {
                 return match qtype {
                     RecordType::SOA => {
                         let mut reply = Reply::new(meta, ResponseCode::NoError);
-                        reply.answers.push(info.soa.clone());
+                        reply.answers.extend(soa(zone));
                         reply
                     }
                     _ => negative(ResponseCode::NoError),
@@ -243,7 +216,7 @@ impl DnsFront {
                 return negative(ResponseCode::NXDomain);
             }
         };
-        let Some(group) = self.directory.group(&name) else {
+        let Some(group) = directory.group(&name) else {
             debug!(%qname, "no such anycast group");
             return negative(ResponseCode::NXDomain);
         };
@@ -380,6 +353,36 @@ fn with_opt_appended(
     bytes[10..12].copy_from_slice(&additionals.to_be_bytes());
     bytes.extend_from_slice(&opt);
     Ok(bytes)
+}
+
+/// The anycast zone `qname` is in or under, if any.
+fn zone_of<'d>(directory: &'d Directory, qname: &Name) -> Option<&'d ZoneConfig> {
+    let text = qname.to_ascii();
+    let zone = name::zone_of(&text, directory.zones())?;
+    directory.zone_configs().iter().find(|z| &z.name == zone)
+}
+
+/// The zone's synthesised SOA: `ns.<zone>`, `hostmaster.<zone>`, serial 1,
+/// minimum and TTL the zone's negative TTL (RFC 2308).
+fn soa(zone: &ZoneConfig) -> Option<Record> {
+    let apex = Name::from_ascii(format!("{}.", zone.name)).ok()?;
+    let rdata = SOA::new(
+        Name::from_ascii("ns").ok()?.append_domain(&apex).ok()?,
+        Name::from_ascii("hostmaster")
+            .ok()?
+            .append_domain(&apex)
+            .ok()?,
+        1,
+        3600,
+        600,
+        86400,
+        zone.negative_ttl,
+    );
+    Some(Record::from_rdata(
+        apex,
+        zone.negative_ttl,
+        RData::SOA(rdata),
+    ))
 }
 
 /// Reads a query name as an anycast name. Labels are joined raw: a label that

@@ -1,22 +1,30 @@
 //! Anycast groups and their members: who may be answered for which name.
 //!
-//! A [`Directory`] is an immutable snapshot of every configured zone and group.
-//! The DNS front looks names up in it; later issues swap in a new snapshot on
-//! reload or admin change rather than mutating one in place.
+//! A group is described by a [`GroupSpec`], the one form shared by the config
+//! file, the operator's runtime changes, the state file and the admin API. A
+//! [`Directory`] is an immutable snapshot of every zone and group built from
+//! specs; the resolver swaps in a new snapshot on reload or admin change
+//! rather than mutating one in place, so a query always sees one consistent
+//! membership.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anycast_proto::{AnycastName, Zone};
+use serde::{Deserialize, Serialize};
 
-use crate::estimate::EstimatorConfig;
+use crate::estimate::{Calibration, EstimatorConfig};
 use crate::probe::ProbeSettings;
-use crate::select::SelectionConfig;
+use crate::select::{Pick, SelectionConfig};
+
+/// How many heartbeats may be missed before pushes are not trusted.
+pub const HEARTBEATS_BEFORE_STALE: u32 = 3;
 
 /// How many addresses an A/AAAA answer carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AnswerMode {
     /// Only the pick.
@@ -37,7 +45,8 @@ impl AnswerMode {
 }
 
 /// One server of a group: an address clients connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Member {
     /// The address handed out in A/AAAA answers.
     pub address: IpAddr,
@@ -49,12 +58,199 @@ pub struct Member {
     pub cost: u32,
     /// Relative share for weighted selection.
     pub weight: u32,
+    /// Taken out of answers by the operator (kept in the group, still probed).
+    #[serde(default)]
+    pub drained: bool,
 }
 
 impl Member {
+    /// A member with the default probe URL, cost 0, weight 1, not drained.
+    pub fn new(endpoint: SocketAddr) -> Member {
+        Member {
+            address: endpoint.ip(),
+            port: endpoint.port(),
+            probe: default_probe_url(endpoint),
+            cost: 0,
+            weight: 1,
+            drained: false,
+        }
+    }
+
     /// The member's identity: address and port.
     pub fn endpoint(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.port)
+    }
+}
+
+/// Where a member serves its probe file when none is named.
+pub fn default_probe_url(endpoint: SocketAddr) -> String {
+    format!("http://{endpoint}/.well-known/anycast-probe.json")
+}
+
+/// A group's whole description: settings and members. Durations are in
+/// milliseconds so the JSON form (state file, admin API) stays plain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSpec {
+    /// Answer TTL in seconds.
+    pub ttl: u32,
+    /// One address or the whole set.
+    pub answer: AnswerMode,
+    /// Time between probes of one member.
+    pub probe_interval_ms: u64,
+    /// A probe not complete within this has failed.
+    pub probe_timeout_ms: u64,
+    /// Failed probes in a row that take a member out.
+    pub fail_after: u32,
+    /// Successful probes in a row that bring it back.
+    pub recover_after: u32,
+    /// Ratio (the paper's) or affine calibration.
+    pub calibration: Calibration,
+    /// TUFR floor in the ratio, milliseconds.
+    pub tufr_floor_ms: f64,
+    /// The agents' push heartbeat.
+    pub heartbeat_ms: u64,
+    /// Relative width of the equivalent set.
+    pub threshold: f64,
+    /// Absolute width of the equivalent set, milliseconds.
+    pub slack_ms: f64,
+    /// Uniform or weighted pick.
+    pub pick: Pick,
+    /// The members, in order.
+    pub members: Vec<Member>,
+}
+
+impl Default for GroupSpec {
+    fn default() -> Self {
+        let probing = ProbeSettings::default();
+        let estimator = EstimatorConfig::default();
+        let selection = SelectionConfig::default();
+        Self {
+            ttl: 5,
+            answer: AnswerMode::One,
+            probe_interval_ms: millis(probing.interval),
+            probe_timeout_ms: millis(probing.timeout),
+            fail_after: estimator.fail_after,
+            recover_after: estimator.recover_after,
+            calibration: estimator.calibration,
+            tufr_floor_ms: estimator.tufr_floor_ms,
+            heartbeat_ms: 10_000,
+            threshold: selection.relative,
+            slack_ms: selection.slack_ms,
+            pick: selection.pick,
+            members: Vec::new(),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why a spec cannot be a group.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// A number out of its range.
+    #[error("{field} {value} is out of range: {expected}")]
+    OutOfRange {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// Two members with one endpoint.
+    #[error("member {0} is listed twice")]
+    DuplicateMember(SocketAddr),
+    /// A probe URL that is not http(s).
+    #[error("probe URL {0:?} is not an http(s) URL")]
+    BadProbeUrl(String),
+}
+
+impl GroupSpec {
+    /// Checks every field; the config, the admin API and the state file all
+    /// go through this.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let range = |field, ok: bool, value: String, expected| {
+            if ok {
+                Ok(())
+            } else {
+                Err(SpecError::OutOfRange {
+                    field,
+                    value,
+                    expected,
+                })
+            }
+        };
+        range(
+            "ttl",
+            self.ttl <= 86_400,
+            self.ttl.to_string(),
+            "0..=86400 s",
+        )?;
+        range(
+            "probe_interval_ms",
+            self.probe_interval_ms > 0,
+            self.probe_interval_ms.to_string(),
+            "> 0",
+        )?;
+        range(
+            "probe_timeout_ms",
+            self.probe_timeout_ms > 0,
+            self.probe_timeout_ms.to_string(),
+            "> 0",
+        )?;
+        range(
+            "fail_after",
+            self.fail_after > 0,
+            self.fail_after.to_string(),
+            "> 0",
+        )?;
+        range(
+            "recover_after",
+            self.recover_after > 0,
+            self.recover_after.to_string(),
+            "> 0",
+        )?;
+        range(
+            "tufr_floor_ms",
+            self.tufr_floor_ms.is_finite() && self.tufr_floor_ms >= 0.0,
+            self.tufr_floor_ms.to_string(),
+            ">= 0",
+        )?;
+        range(
+            "heartbeat_ms",
+            self.heartbeat_ms > 0,
+            self.heartbeat_ms.to_string(),
+            "> 0",
+        )?;
+        range(
+            "threshold",
+            self.threshold.is_finite() && self.threshold >= 0.0,
+            self.threshold.to_string(),
+            ">= 0",
+        )?;
+        range(
+            "slack_ms",
+            self.slack_ms.is_finite() && self.slack_ms >= 0.0,
+            self.slack_ms.to_string(),
+            ">= 0",
+        )?;
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.members {
+            if !seen.insert(m.endpoint()) {
+                return Err(SpecError::DuplicateMember(m.endpoint()));
+            }
+            if !(m.probe.starts_with("http://") || m.probe.starts_with("https://")) {
+                return Err(SpecError::BadProbeUrl(m.probe.clone()));
+            }
+            range("weight", m.weight > 0, m.weight.to_string(), "> 0")?;
+        }
+        Ok(())
+    }
+
+    /// The member with `endpoint`, if any.
+    pub fn member_mut(&mut self, endpoint: SocketAddr) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.endpoint() == endpoint)
     }
 }
 
@@ -76,22 +272,52 @@ pub struct Group {
     pub estimator: EstimatorConfig,
     /// How the equivalent set is formed and the pick drawn.
     pub selection: SelectionConfig,
+    /// The spec it was built from, for the admin API and the state file.
+    pub spec: GroupSpec,
     /// Position of the `rr` metric; shared by every client, as in DNS rotators.
     rr_next: AtomicUsize,
 }
 
 impl Group {
-    /// A group with default probing, estimation and selection, its
-    /// round-robin position at the start.
+    /// A group with default settings and the given members.
     pub fn new(name: AnycastName, ttl: u32, answer: AnswerMode, members: Vec<Member>) -> Self {
+        Group::from_spec(
+            name,
+            GroupSpec {
+                ttl,
+                answer,
+                members,
+                ..GroupSpec::default()
+            },
+        )
+    }
+
+    /// The group a (validated) spec describes.
+    pub fn from_spec(name: AnycastName, spec: GroupSpec) -> Self {
+        let heartbeat = Duration::from_millis(spec.heartbeat_ms);
         Self {
             name: name.group_name(),
-            ttl,
-            answer,
-            members,
-            probing: ProbeSettings::default(),
-            estimator: EstimatorConfig::default(),
-            selection: SelectionConfig::default(),
+            ttl: spec.ttl,
+            answer: spec.answer,
+            members: spec.members.clone(),
+            probing: ProbeSettings {
+                interval: Duration::from_millis(spec.probe_interval_ms),
+                timeout: Duration::from_millis(spec.probe_timeout_ms),
+            },
+            estimator: EstimatorConfig {
+                calibration: spec.calibration,
+                tufr_floor_ms: spec.tufr_floor_ms,
+                push_stale_after: heartbeat * HEARTBEATS_BEFORE_STALE,
+                fail_after: spec.fail_after,
+                recover_after: spec.recover_after,
+                ..EstimatorConfig::default()
+            },
+            selection: SelectionConfig {
+                relative: spec.threshold,
+                slack_ms: spec.slack_ms,
+                pick: spec.pick,
+            },
+            spec,
             rr_next: AtomicUsize::new(0),
         }
     }
@@ -102,28 +328,51 @@ impl Group {
     }
 }
 
+/// An anycast zone and what the DNS front needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    /// The zone's name.
+    pub name: Zone,
+    /// TTL of negative answers (NXDOMAIN, NODATA) under the zone, in seconds.
+    pub negative_ttl: u32,
+}
+
 /// Every zone and group the resolver answers for.
 #[derive(Debug, Default)]
 pub struct Directory {
+    zone_configs: Vec<ZoneConfig>,
     zones: Vec<Zone>,
     groups: HashMap<AnycastName, Arc<Group>>,
 }
 
 impl Directory {
-    /// Builds a directory; callers (config loading) have already rejected duplicates.
-    pub fn new(zones: Vec<Zone>, groups: impl IntoIterator<Item = Group>) -> Self {
+    /// A directory of the given zones and groups (callers have rejected
+    /// duplicates and groups outside the zones).
+    pub fn new(zones: Vec<ZoneConfig>, groups: impl IntoIterator<Item = Group>) -> Self {
+        Directory::from_shared(zones, groups.into_iter().map(Arc::new))
+    }
+
+    /// Like [`Directory::new`], reusing groups already built, so what did
+    /// not change keeps its identity (and its round-robin position).
+    pub fn from_shared(
+        zones: Vec<ZoneConfig>,
+        groups: impl IntoIterator<Item = Arc<Group>>,
+    ) -> Self {
         Self {
-            zones,
-            groups: groups
-                .into_iter()
-                .map(|g| (g.name.clone(), Arc::new(g)))
-                .collect(),
+            zones: zones.iter().map(|z| z.name.clone()).collect(),
+            zone_configs: zones,
+            groups: groups.into_iter().map(|g| (g.name.clone(), g)).collect(),
         }
     }
 
     /// The anycast zones.
     pub fn zones(&self) -> &[Zone] {
         &self.zones
+    }
+
+    /// The zones with their settings.
+    pub fn zone_configs(&self) -> &[ZoneConfig] {
+        &self.zone_configs
     }
 
     /// The group a (possibly metric-qualified) name refers to.
@@ -138,5 +387,45 @@ impl Directory {
     /// Every group, in no particular order.
     pub fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
         self.groups.values()
+    }
+
+    /// Every group's spec, by name.
+    pub fn specs(&self) -> BTreeMap<String, GroupSpec> {
+        self.groups
+            .values()
+            .map(|g| (g.name.to_string(), g.spec.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_through_json_and_are_validated() {
+        let mut spec = GroupSpec {
+            members: vec![Member::new("127.0.0.1:80".parse().unwrap())],
+            ..GroupSpec::default()
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<GroupSpec>(&json).unwrap(), spec);
+        assert_eq!(spec.validate(), Ok(()));
+        spec.members
+            .push(Member::new("127.0.0.1:80".parse().unwrap()));
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::DuplicateMember(_))
+        ));
+        spec.members.pop();
+        spec.threshold = -1.0;
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::OutOfRange {
+                field: "threshold",
+                ..
+            })
+        ));
+        assert!(serde_json::from_str::<GroupSpec>(r#"{"ttl": 5, "bogus": 1}"#).is_err());
     }
 }

@@ -6,7 +6,9 @@
 //! * [`server`] owns the sockets: bounded UDP and TCP loops that hand each
 //!   request's bytes to the DNS front and send back what it returns.
 //! * [`dns`] is the front: decode, EDNS, route by zone, encode with truncation.
-//! * [`groups`] holds the anycast groups and their members ([`groups::Directory`]).
+//! * [`groups`] holds the anycast groups and their members ([`groups::Directory`]);
+//!   [`membership`] lays the operator's runtime changes over the config's
+//!   groups and persists them; [`admin`] is the operator's API.
 //! * [`select`] picks a member by metric: pure, random source passed in.
 //! * [`forward`] sends names outside the anycast zones to upstream DNS, cached.
 //! * [`push`] checks agents' signed load reports and keeps the latest of each
@@ -21,12 +23,14 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod dns;
 pub mod estimate;
 pub mod forward;
 pub mod groups;
+pub mod membership;
 pub mod observe;
 pub mod probe;
 pub mod push;
@@ -37,14 +41,18 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::dns::DnsFront;
 use crate::forward::Forwarder;
-use crate::groups::Directory;
+use crate::groups::{Directory, GroupSpec};
+use crate::membership::Membership;
 use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
 use crate::server::Listener;
@@ -52,24 +60,131 @@ use crate::server::Listener;
 /// How long in-flight answers may take to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Builds the directory of groups a configuration describes.
+/// The config's groups, as membership takes them.
+fn config_groups(config: &Config) -> Vec<(anycast_proto::AnycastName, GroupSpec)> {
+    config
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), g.spec.clone()))
+        .collect()
+}
+
+/// The directory of groups a configuration describes (no runtime changes).
 pub fn directory(config: &Config) -> Directory {
     Directory::new(
-        config.zones.iter().map(|z| z.name.clone()).collect(),
-        config.groups.iter().map(|g| g.to_group()),
+        config.zones.clone(),
+        config
+            .groups
+            .iter()
+            .map(|g| groups::Group::from_spec(g.name.clone(), g.spec.clone())),
     )
 }
 
+/// Reloads the config file: the new zones and groups replace the old ones
+/// (runtime changes stay over them); a file that does not validate is refused
+/// and the running config stays in force.
+#[derive(Debug)]
+struct Reloader {
+    path: Option<PathBuf>,
+    membership: Arc<Membership>,
+    running: Config,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.path else {
+            return Err("the resolver was not started from a config file".to_owned());
+        };
+        let config = match Config::read(path) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(%error, "reload refused; the running configuration stays in force");
+                return Err(error.to_string());
+            }
+        };
+        let needs_restart = [
+            (
+                "[dns]",
+                format!("{:?}", config.dns) != format!("{:?}", self.running.dns),
+            ),
+            (
+                "[http]",
+                format!("{:?}", config.http) != format!("{:?}", self.running.http),
+            ),
+            (
+                "[forward]",
+                format!("{:?}", config.forward) != format!("{:?}", self.running.forward),
+            ),
+            (
+                "[push]",
+                format!("{:?}", config.push) != format!("{:?}", self.running.push),
+            ),
+            (
+                "[admin]",
+                format!("{:?}", config.admin) != format!("{:?}", self.running.admin),
+            ),
+        ];
+        for (section, changed) in needs_restart {
+            if changed {
+                tracing::warn!(
+                    section,
+                    "changed in the config file; takes effect at the next restart"
+                );
+            }
+        }
+        self.membership
+            .reload(config.zones.clone(), config_groups(&config))
+            .await;
+        tracing::info!(
+            zones = config.zones.len(),
+            groups = config.groups.len(),
+            path = %path.display(),
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+}
+
+/// Serves an axum app on `listener` until `shutdown`.
+fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    name: &'static str,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, listener = name, "HTTP listener failed");
+        }
+    });
+}
+
 /// Binds every listener, then serves until `shutdown` is cancelled. Nothing is
-/// served unless every listener could be bound.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// served unless every listener could be bound. `config_path` is where the
+/// config came from, for reloads (SIGHUP or the admin API).
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // SIGHUP's default action is to terminate: catch it before anything else.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
     let forwarder = Forwarder::new(&config.forward)?;
-    let directory = Arc::new(directory(&config));
+    let membership = Arc::new(Membership::new(
+        config.zones.clone(),
+        config_groups(&config),
+        config.admin.as_ref().map(|a| a.state_file.clone()),
+    )?);
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
     let probes = Arc::new(ProbeBoard::new());
     let front = Arc::new(DnsFront::new(
         &config,
-        directory.clone(),
+        membership.subscribe(),
         pushes.clone(),
         probes.clone(),
         forwarder,
@@ -82,9 +197,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .with_context(|| format!("cannot listen on {addr}"))?;
         listeners.push(listener);
     }
-    let http = tokio::net::TcpListener::bind(config.http.listen)
+    let http = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} for HTTP", config.http.listen))?;
+    let admin = match &config.admin {
+        Some(admin) => Some(
+            TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} for the admin API", admin.listen))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         zones = config.zones.len(),
         groups = config.groups.len(),
@@ -97,23 +220,65 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tasks = TaskTracker::new();
     server::serve(listeners, front, &config.dns, shutdown.clone(), &tasks)?;
+    probe::start(
+        membership.subscribe(),
+        probes.clone(),
+        shutdown.clone(),
+        &tasks,
+    )?;
+
+    let reloader = Arc::new(Reloader {
+        path: config_path,
+        membership: membership.clone(),
+        running: config.clone(),
+    });
+    {
+        let (reloader, stop) = (reloader.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    got = hangups.recv() => if got.is_none() { return },
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = reloader.reload().await;
+            }
+        });
+    }
+
     let http_addr = http.local_addr()?;
     tracing::info!(listener = "http", "listening on {http_addr}");
-    probe::start(&directory, probes.clone(), shutdown.clone(), &tasks)?;
     let app = api::router(api::ApiState {
-        directory,
+        membership: membership.clone(),
         pushes,
         probes,
+        join_token: config
+            .admin
+            .as_ref()
+            .and_then(|a| a.join_token.as_deref())
+            .map(admin::token_hash),
     });
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(http, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "HTTP listener failed");
+    serve_http(http, app, "http", shutdown.clone(), &tasks);
+
+    match (admin, &config.admin) {
+        (Some(listener), Some(admin_config)) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(listener = "admin", "listening on {addr}");
+            let hook = reloader.clone();
+            let reload: admin::Reload = Arc::new(move || {
+                let hook = hook.clone();
+                Box::pin(async move { hook.reload().await })
+            });
+            let app = admin::router(admin::AdminState::new(
+                membership,
+                &admin_config.token,
+                reload,
+            ));
+            serve_http(listener, app, "admin", shutdown.clone(), &tasks);
         }
-    });
+        _ => tracing::info!("admin API off: no [admin] section"),
+    }
+
     shutdown.cancelled().await;
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())

@@ -50,7 +50,11 @@ fn main() -> ExitCode {
             args.config.display(),
             config.zones.len(),
             config.groups.len(),
-            config.groups.iter().map(|g| g.members.len()).sum::<usize>()
+            config
+                .groups
+                .iter()
+                .map(|g| g.spec.members.len())
+                .sum::<usize>()
         );
         return ExitCode::SUCCESS;
     }
@@ -60,5 +64,5 @@ fn main() -> ExitCode {
         &["hickory_server", "hickory_resolver", "hickory_net"],
         &args.log,
     );
-    anycast_daemon::run(|shutdown| anycast_resolver::run(config, shutdown))
+    anycast_daemon::run(|shutdown| anycast_resolver::run(config, Some(args.config), shutdown))
 }

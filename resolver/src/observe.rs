@@ -42,6 +42,7 @@ impl Measurements for Observed<'_> {
         let estimate = estimator.estimate(push.as_ref(), self.now);
         let silent_for = push.map(|p| self.now.saturating_duration_since(p.received));
         let unavailable = match push.map(|p| p.state) {
+            _ if member.drained => Some(Unavailable::Drained),
             Some(ServerState::Draining) => Some(Unavailable::Draining),
             Some(ServerState::Down) => Some(Unavailable::ReportedDown),
             _ if estimator.health() == Health::Down => Some(Unavailable::ProbesFailing),

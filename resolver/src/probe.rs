@@ -1,7 +1,8 @@
 //! The prober: fetches each member's probe file periodically from this
 //! resolver's vantage point, and keeps each member's estimator.
 //!
-//! One task per member of every group, each probing every `probe_interval`
+//! One task per member of every group (following membership changes), each
+//! probing every `probe_interval`
 //! (jittered by ±10 % so probes of many members spread out), sooner after a
 //! failure (so a dead member is confirmed dead quickly), never more than
 //! `MAX_CONCURRENT_PROBES` at once across the resolver. The probe traffic a
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use anycast_proto::AnycastName;
 use anycast_proto::probe::{MAX_PROBE_BYTES, ProbeFile};
 use rand::RngExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span};
@@ -92,9 +93,12 @@ impl ProbeBoard {
     }
 }
 
-/// Starts a probing task for every member of every group.
+/// Keeps one probing task per member of every group, following membership
+/// changes: tasks start for new members and for groups whose settings
+/// changed, and stop for members that left. What was measured of a member
+/// stays on the board across such restarts.
 pub fn start(
-    directory: &Directory,
+    mut directory: watch::Receiver<Arc<Directory>>,
     board: Arc<ProbeBoard>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -105,23 +109,53 @@ pub fn start(
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build the probe HTTP client: {e}"))?;
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
-    for group in directory.groups() {
-        for index in 0..group.members.len() {
-            let span =
-                info_span!("probe", group = %group.name, member = %group.members[index].endpoint());
-            tasks.spawn(
-                probe_member(
-                    group.clone(),
-                    index,
-                    client.clone(),
-                    permits.clone(),
-                    board.clone(),
-                    shutdown.clone(),
-                )
-                .instrument(span),
-            );
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
+        let mut running: HashMap<(AnycastName, SocketAddr), (Arc<Group>, CancellationToken)> =
+            HashMap::new();
+        loop {
+            let current = directory.borrow_and_update().clone();
+            let mut wanted = HashMap::new();
+            for group in current.groups() {
+                for (index, member) in group.members.iter().enumerate() {
+                    wanted.insert(
+                        (group.name.clone(), member.endpoint()),
+                        (group.clone(), index),
+                    );
+                }
+            }
+            running.retain(|key, (group, stop)| {
+                let keep = wanted.get(key).is_some_and(|(g, _)| Arc::ptr_eq(g, group));
+                if !keep {
+                    stop.cancel();
+                }
+                keep
+            });
+            for (key, (group, index)) in wanted {
+                if running.contains_key(&key) {
+                    continue;
+                }
+                let stop = shutdown.child_token();
+                let span = info_span!("probe", group = %key.0, member = %key.1);
+                spawner.spawn(
+                    probe_member(
+                        group.clone(),
+                        index,
+                        client.clone(),
+                        permits.clone(),
+                        board.clone(),
+                        stop.clone(),
+                    )
+                    .instrument(span),
+                );
+                running.insert(key, (group, stop));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = directory.changed() => if changed.is_err() { return },
+            }
         }
-    }
+    });
     Ok(())
 }
 
@@ -142,11 +176,13 @@ async fn probe_member(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        let outcome = {
-            let Ok(_permit) = permits.acquire().await else {
-                return;
-            };
-            fetch(&client, &member.probe, settings.timeout).await
+        // Stopped mid-probe (member removed, shutdown): drop the probe.
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = async {
+                let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
+                fetch(&client, &member.probe, settings.timeout).await
+            } => outcome,
         };
         wait = match outcome {
             Ok((rt, file)) => {

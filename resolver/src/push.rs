@@ -329,7 +329,7 @@ impl PushBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::groups::{AnswerMode, Group, Member};
+    use crate::groups::{AnswerMode, Group, Member, ZoneConfig};
     use anycast_proto::Zone;
 
     const NOW_UNIX: u64 = 1_800_000_000;
@@ -340,15 +340,12 @@ mod tests {
 
     fn directory() -> Directory {
         let zone = Zone::new("any.example.net").unwrap();
-        let member = |a: &str| Member {
-            address: a.parse().unwrap(),
-            port: 8080,
-            probe: String::new(),
-            cost: 0,
-            weight: 1,
-        };
+        let member = |a: &str| Member::new(format!("{a}:8080").parse().unwrap());
         Directory::new(
-            vec![zone.clone()],
+            vec![ZoneConfig {
+                name: zone.clone(),
+                negative_ttl: 5,
+            }],
             [Group::new(
                 AnycastName::new("web", None, zone).unwrap(),
                 5,

@@ -81,6 +81,8 @@ impl Default for SelectionConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unavailable {
+    /// The operator drained it.
+    Drained,
     /// Its agent said it is draining.
     Draining,
     /// Its agent said the server does not answer.
@@ -95,6 +97,7 @@ impl Unavailable {
     /// For logs and the TXT view.
     pub fn label(self) -> &'static str {
         match self {
+            Unavailable::Drained => "drained by the operator",
             Unavailable::Draining => "draining",
             Unavailable::ReportedDown => "reported down by its agent",
             Unavailable::ProbesFailing => "probes fail",
@@ -321,16 +324,12 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use std::collections::{HashMap, HashSet};
-    use std::net::IpAddr;
+    use std::net::{IpAddr, SocketAddr};
 
     fn member(addr: &str, cost: u32) -> Member {
-        Member {
-            address: addr.parse().unwrap(),
-            port: 80,
-            probe: String::new(),
-            cost,
-            weight: 1,
-        }
+        let mut m = Member::new(SocketAddr::new(addr.parse().unwrap(), 80));
+        m.cost = cost;
+        m
     }
 
     fn group(members: Vec<Member>) -> Group {
