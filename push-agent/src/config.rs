@@ -42,6 +42,18 @@ pub struct AgentConfig {
     pub policy: PushPolicy,
     /// Timeout of one push.
     pub push_timeout: Duration,
+    /// Self-registration, if configured.
+    pub join: Option<JoinConfig>,
+}
+
+/// Self-registration: at start, the agent asks each resolver to add its
+/// server to its groups (the resolver must allow it with a join token).
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    /// The join token.
+    pub token: String,
+    /// The probe URL to register (default: the standard path on `server`).
+    pub probe_url: Option<String>,
 }
 
 /// Active measurement: timing a small request through the real server.
@@ -112,31 +124,13 @@ impl AgentConfig {
 
         let key_span = raw.key.span();
         let key = raw.key.into_inner();
-        let secret = match (&key.file, &key.env) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    key_span,
-                    "give the key as `file` or `env`, not both".into(),
-                ));
-            }
-            (Some(file), None) => std::fs::read(file).map_err(|e| {
-                err(
-                    key_span.clone(),
-                    format!("cannot read key file {}: {e}", file.display()),
-                )
-            })?,
-            (None, env_name) => {
-                let name = env_name.as_deref().unwrap_or(DEFAULT_KEY_ENV);
-                env(name)
-                    .ok_or_else(|| {
-                        err(
-                            key_span.clone(),
-                            format!("environment variable {name} is not set"),
-                        )
-                    })?
-                    .into_encoded_bytes()
-            }
+        // With neither `file` nor `env`, the default variable is read.
+        let env_name = match (&key.file, &key.env) {
+            (None, None) => Some(DEFAULT_KEY_ENV),
+            (_, name) => name.as_deref(),
         };
+        let secret = read_secret(key.file.as_deref(), env_name, env)
+        .map_err(|m| err(key_span.clone(), m))?;
         let key = PushKey::new(&key.id, &secret).map_err(|e| err(key_span, e.to_string()))?;
 
         let active = match raw.active {
@@ -241,6 +235,29 @@ impl AgentConfig {
             ));
         }
 
+        let join = match raw.join {
+            None => None,
+            Some(j) => {
+                let span = j.span();
+                let j = j.into_inner();
+                let token = read_secret(j.file.as_deref(), j.env.as_deref(), env)
+                    .map_err(|m| err(span.clone(), m))?;
+                let token = String::from_utf8(token)
+                    .map_err(|_| err(span.clone(), "the join token is not UTF-8".into()))?
+                    .trim()
+                    .to_owned();
+                if let Some(url) = &j.probe_url
+                    && !(url.starts_with("http://") || url.starts_with("https://"))
+                {
+                    return Err(err(span, format!("probe_url {url:?} is not an http(s) URL")));
+                }
+                Some(JoinConfig {
+                    token,
+                    probe_url: j.probe_url,
+                })
+            }
+        };
+
         Ok(AgentConfig {
             server: raw.server,
             groups: raw.groups.into_inner(),
@@ -256,7 +273,26 @@ impl AgentConfig {
             },
             policy,
             push_timeout: positive_duration(source, pp.timeout)?,
+            join,
         })
+    }
+}
+
+/// Reads a secret from a file or an environment variable (exactly one).
+fn read_secret(
+    file: Option<&Path>,
+    env_name: Option<&str>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<u8>, String> {
+    match (file, env_name) {
+        (Some(_), Some(_)) => Err("give the secret as `file` or `env`, not both".into()),
+        (Some(file), None) => {
+            std::fs::read(file).map_err(|e| format!("cannot read key file {}: {e}", file.display()))
+        }
+        (None, Some(name)) => env(name)
+            .map(std::ffi::OsString::into_encoded_bytes)
+            .ok_or_else(|| format!("environment variable {name} is not set")),
+        (None, None) => Err("give the secret as `file` or `env`".into()),
     }
 }
 
@@ -275,6 +311,15 @@ struct RawAgent {
     probe_file: RawProbeFile,
     #[serde(default)]
     push: RawPush,
+    join: Option<Spanned<RawJoin>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJoin {
+    file: Option<PathBuf>,
+    env: Option<String>,
+    probe_url: Option<String>,
 }
 
 #[derive(Deserialize)]

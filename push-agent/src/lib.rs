@@ -16,11 +16,13 @@
 //! * [`smooth`]: EWMA in continuous time, outlier clamp, down detection.
 //! * [`policy`]: when to push (pure).
 //! * [`push`]: signing and sending; [`publish`]: the probe file.
+//! * [`join`]: self-registration with the resolvers (optional).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod active;
 pub mod config;
+pub mod join;
 pub mod passive;
 pub mod policy;
 pub mod publish;
@@ -160,6 +162,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         timeout: config.push_timeout,
         seq,
     };
+    if let Some(join) = &config.join {
+        for url in &config.push_urls {
+            tasks.spawn(
+                join::join(
+                    pusher.client.clone(),
+                    url.clone(),
+                    pusher.server.clone(),
+                    config.groups.clone(),
+                    join.clone(),
+                    measuring.clone(),
+                )
+                .instrument(info_span!("join", %url)),
+            );
+        }
+    }
     for url in &config.push_urls {
         tasks.spawn(
             pusher

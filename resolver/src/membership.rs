@@ -73,7 +73,8 @@ pub struct GroupPatch {
 }
 
 impl GroupPatch {
-    fn apply(&self, spec: &mut GroupSpec) {
+    /// Sets the fields this patch names.
+    pub fn apply(&self, spec: &mut GroupSpec) {
         macro_rules! set {
             ($($field:ident),*) => {
                 $( if let Some(v) = self.$field { spec.$field = v; } )*

@@ -6,8 +6,9 @@
 //!
 //! * Unavailable members (draining, reported down, failing probes, silent
 //!   agent) are left out. If that leaves none, every member of the family is
-//!   considered again, without estimates, and `cost` still applies: a
-//!   possibly bad server beats no answer ([`Basis::NoneAvailable`]).
+//!   considered again (except those the operator drained, unless all are),
+//!   without estimates, and `cost` still applies: a possibly bad server beats
+//!   no answer ([`Basis::NoneAvailable`]).
 //! * `rt`, `load`, `path`: the **equivalent-server set** is every available
 //!   member whose value is within `relative` of the best or within `slack`
 //!   of it, whichever is wider. Members not measured yet wait outside the set
@@ -229,7 +230,10 @@ pub fn equivalent_set<'g>(
     if available.is_empty() {
         // Fallback: availability is ignored, estimates too (they describe
         // members that are failing), and the metric applies to the rest.
-        let all: Vec<(&Member, Option<f64>)> = of_family.into_iter().map(|m| (m, None)).collect();
+        // Members the operator drained stay out unless every one is drained.
+        let not_drained: Vec<&Member> = of_family.iter().copied().filter(|m| !m.drained).collect();
+        let candidates = if not_drained.is_empty() { of_family } else { not_drained };
+        let all: Vec<(&Member, Option<f64>)> = candidates.into_iter().map(|m| (m, None)).collect();
         let all = match metric {
             Metric::Cost => least_cost(all),
             _ => all,
