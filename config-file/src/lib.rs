@@ -179,6 +179,42 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
 
+/// A signing key as config files name it: an id, and the secret from a file
+/// or an environment variable, never from the file itself or the command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySource {
+    /// The key's id.
+    pub id: String,
+    /// A file holding the secret.
+    pub file: Option<std::path::PathBuf>,
+    /// An environment variable holding the secret.
+    pub env: Option<String>,
+}
+
+/// Looks an environment variable up (tests pass their own lookup instead of
+/// changing the process environment).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+/// Reads a secret from `file` or from the environment variable `env_name`
+/// (exactly one of them).
+pub fn read_secret(
+    file: Option<&Path>,
+    env_name: Option<&str>,
+    env: EnvLookup<'_>,
+) -> Result<Vec<u8>, String> {
+    match (file, env_name) {
+        (Some(_), Some(_)) => Err("give the secret as `file` or `env`, not both".into()),
+        (Some(file), None) => {
+            std::fs::read(file).map_err(|e| format!("cannot read key file {}: {e}", file.display()))
+        }
+        (None, Some(name)) => env(name)
+            .map(std::ffi::OsString::into_encoded_bytes)
+            .ok_or_else(|| format!("environment variable {name} is not set")),
+        (None, None) => Err("give the secret as `file` or `env`".into()),
+    }
+}
+
 /// A `Spanned` default for fields the file may leave out: errors about a
 /// default point at the start of the file.
 pub fn spanned<T>(value: T) -> Spanned<T> {

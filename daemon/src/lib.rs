@@ -12,6 +12,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
+/// The command-line flags every daemon of the project takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// The TOML configuration file (the example in configs/ documents every field).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: std::path::PathBuf,
+
+    /// Validate the configuration, print a summary and exit (0 if valid, 2 if not).
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Log filter, as RUST_LOG (e.g. "debug" or "anycast_resolver=debug").
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+}
+
 /// Starts logging to stderr. `quiet` lists targets held at `warn` whatever
 /// `filter` says (libraries that would otherwise log per request at `info`);
 /// `filter` is a RUST_LOG-style directive list and overrides them when it

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anycast_config_file::{
-    ConfigError, HumanDuration, Source, Spanned, positive, positive_duration, spanned,
+    ConfigError, HumanDuration, KeySource, Source, Spanned, positive, positive_duration,
+    read_secret, spanned,
 };
 use anycast_proto::push::PushKey;
 use serde::Deserialize;
@@ -130,7 +131,7 @@ impl AgentConfig {
             (_, name) => name.as_deref(),
         };
         let secret = read_secret(key.file.as_deref(), env_name, env)
-        .map_err(|m| err(key_span.clone(), m))?;
+            .map_err(|m| err(key_span.clone(), m))?;
         let key = PushKey::new(&key.id, &secret).map_err(|e| err(key_span, e.to_string()))?;
 
         let active = match raw.active {
@@ -249,7 +250,10 @@ impl AgentConfig {
                 if let Some(url) = &j.probe_url
                     && !(url.starts_with("http://") || url.starts_with("https://"))
                 {
-                    return Err(err(span, format!("probe_url {url:?} is not an http(s) URL")));
+                    return Err(err(
+                        span,
+                        format!("probe_url {url:?} is not an http(s) URL"),
+                    ));
                 }
                 Some(JoinConfig {
                     token,
@@ -278,31 +282,13 @@ impl AgentConfig {
     }
 }
 
-/// Reads a secret from a file or an environment variable (exactly one).
-fn read_secret(
-    file: Option<&Path>,
-    env_name: Option<&str>,
-    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
-) -> Result<Vec<u8>, String> {
-    match (file, env_name) {
-        (Some(_), Some(_)) => Err("give the secret as `file` or `env`, not both".into()),
-        (Some(file), None) => {
-            std::fs::read(file).map_err(|e| format!("cannot read key file {}: {e}", file.display()))
-        }
-        (None, Some(name)) => env(name)
-            .map(std::ffi::OsString::into_encoded_bytes)
-            .ok_or_else(|| format!("environment variable {name} is not set")),
-        (None, None) => Err("give the secret as `file` or `env`".into()),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgent {
     server: SocketAddr,
     groups: Spanned<Vec<String>>,
     push_urls: Spanned<Vec<String>>,
-    key: Spanned<RawKey>,
+    key: Spanned<KeySource>,
     active: Option<RawActive>,
     passive: Option<RawPassive>,
     #[serde(default)]
@@ -320,14 +306,6 @@ struct RawJoin {
     file: Option<PathBuf>,
     env: Option<String>,
     probe_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    id: String,
-    file: Option<PathBuf>,
-    env: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -53,7 +53,10 @@ pub async fn join(
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => {
                 let status = r.status();
-                Err(format!("{status}: {}", r.text().await.unwrap_or_default().trim()))
+                Err(format!(
+                    "{status}: {}",
+                    r.text().await.unwrap_or_default().trim()
+                ))
             }
             Err(e) => Err(e.to_string()),
         };
@@ -83,7 +86,13 @@ mod tests {
 
     #[test]
     fn the_join_url_sits_beside_the_push_url() {
-        assert_eq!(join_url("http://127.0.0.1:8053/v1/push"), "http://127.0.0.1:8053/v1/join");
-        assert_eq!(join_url("http://r.example:80/"), "http://r.example:80/v1/join");
+        assert_eq!(
+            join_url("http://127.0.0.1:8053/v1/push"),
+            "http://127.0.0.1:8053/v1/join"
+        );
+        assert_eq!(
+            join_url("http://r.example:80/"),
+            "http://r.example:80/v1/join"
+        );
     }
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use anycast_config_file::ConfigError;
-use anycast_config_file::{HumanDuration, Source, Spanned, positive, positive_duration, spanned};
+use anycast_config_file::{
+    HumanDuration, KeySource, Source, Spanned, positive, positive_duration, read_secret, spanned,
+};
 use anycast_proto::push::PushKey;
 use anycast_proto::{AnycastName, Zone};
 use ipnet::IpNet;
@@ -176,28 +178,8 @@ impl Config {
         for k in push.keys {
             let span = k.span();
             let k = k.into_inner();
-            let secret = match (&k.file, &k.env) {
-                (Some(file), None) => std::fs::read(file).map_err(|e| {
-                    err(
-                        span.clone(),
-                        format!("cannot read key file {}: {e}", file.display()),
-                    )
-                })?,
-                (None, Some(name)) => env(name)
-                    .ok_or_else(|| {
-                        err(
-                            span.clone(),
-                            format!("environment variable {name} is not set"),
-                        )
-                    })?
-                    .into_encoded_bytes(),
-                _ => {
-                    return Err(err(
-                        span,
-                        "give each key as `file` or `env` (one of them)".into(),
-                    ));
-                }
-            };
+            let secret = read_secret(k.file.as_deref(), k.env.as_deref(), env)
+                .map_err(|m| err(span.clone(), m))?;
             let key = PushKey::new(&k.id, &secret).map_err(|e| err(span.clone(), e.to_string()))?;
             if keys.iter().any(|o| o.id == key.id) {
                 return Err(err(span, format!("key {:?} is defined twice", key.id)));
@@ -485,7 +467,7 @@ fn default_admin_listen() -> SocketAddr {
 struct RawPush {
     window: Spanned<HumanDuration>,
     #[serde(rename = "key")]
-    keys: Vec<Spanned<RawKey>>,
+    keys: Vec<Spanned<KeySource>>,
 }
 
 impl Default for RawPush {
@@ -495,14 +477,6 @@ impl Default for RawPush {
             keys: Vec::new(),
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    id: String,
-    file: Option<PathBuf>,
-    env: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -232,7 +232,11 @@ pub fn equivalent_set<'g>(
         // members that are failing), and the metric applies to the rest.
         // Members the operator drained stay out unless every one is drained.
         let not_drained: Vec<&Member> = of_family.iter().copied().filter(|m| !m.drained).collect();
-        let candidates = if not_drained.is_empty() { of_family } else { not_drained };
+        let candidates = if not_drained.is_empty() {
+            of_family
+        } else {
+            not_drained
+        };
         let all: Vec<(&Member, Option<f64>)> = candidates.into_iter().map(|m| (m, None)).collect();
         let all = match metric {
             Metric::Cost => least_cost(all),

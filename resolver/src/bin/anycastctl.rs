@@ -27,10 +27,15 @@ use serde_json::{Value, json};
 /// with the bearer token from `--token-file` or ANYCASTCTL_TOKEN. Changes are
 /// persisted by the resolver before they are acknowledged.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// The admin API's base URL.
-    #[arg(long, env = "ANYCASTCTL_SERVER", default_value = "http://127.0.0.1:8054", global = true)]
+    #[arg(
+        long,
+        env = "ANYCASTCTL_SERVER",
+        default_value = "http://127.0.0.1:8054",
+        global = true
+    )]
     server: String,
 
     /// A file holding the admin token (as `[admin] token_file`).
@@ -202,7 +207,12 @@ enum Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "anycastctl", &mut std::io::stdout());
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "anycastctl",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
     }
     let token = match read_token(&cli) {
@@ -212,7 +222,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start: {e}");
@@ -246,7 +259,9 @@ fn read_token(cli: &Cli) -> Result<String, String> {
 fn segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -257,7 +272,11 @@ async fn execute(cli: &Cli, token: &str) -> Result<Value, (Failure, String)> {
     let base = cli.server.trim_end_matches('/');
     let group_url = |name: &str| format!("{base}/v1/admin/groups/{}", segment(name));
     let member_url = |group: &str, member: &SocketAddr| {
-        format!("{}/members/{}", group_url(group), segment(&member.to_string()))
+        format!(
+            "{}/members/{}",
+            group_url(group),
+            segment(&member.to_string())
+        )
     };
     let (method, url, body): (Method, String, Option<Value>) = match &cli.command {
         Command::Groups => (Method::GET, format!("{base}/v1/admin/groups"), None),
@@ -270,11 +289,15 @@ async fn execute(cli: &Cli, token: &str) -> Result<Value, (Failure, String)> {
                 settings.patch().apply(&mut spec);
                 (Method::PUT, group_url(name), Some(to_json(&spec)))
             }
-            GroupCommand::Set { name, settings } => {
-                (Method::PATCH, group_url(name), Some(to_json(&settings.patch())))
-            }
+            GroupCommand::Set { name, settings } => (
+                Method::PATCH,
+                group_url(name),
+                Some(to_json(&settings.patch())),
+            ),
             GroupCommand::Delete { name } => (Method::DELETE, group_url(name), None),
-            GroupCommand::Reset { name } => (Method::POST, format!("{}/reset", group_url(name)), None),
+            GroupCommand::Reset { name } => {
+                (Method::POST, format!("{}/reset", group_url(name)), None)
+            }
         },
         Command::Member(m) => match m {
             MemberCommand::Add {
@@ -287,7 +310,9 @@ async fn execute(cli: &Cli, token: &str) -> Result<Value, (Failure, String)> {
             } => (
                 Method::POST,
                 format!("{}/members", group_url(group)),
-                Some(json!({ "address": address, "port": port, "probe": probe, "cost": cost, "weight": weight })),
+                Some(
+                    json!({ "address": address, "port": port, "probe": probe, "cost": cost, "weight": weight }),
+                ),
             ),
             MemberCommand::Set {
                 group,
@@ -301,15 +326,25 @@ async fn execute(cli: &Cli, token: &str) -> Result<Value, (Failure, String)> {
                     cost: *cost,
                     weight: *weight,
                 };
-                (Method::PATCH, member_url(group, member), Some(to_json(&patch)))
+                (
+                    Method::PATCH,
+                    member_url(group, member),
+                    Some(to_json(&patch)),
+                )
             }
-            MemberCommand::Remove { group, member } => (Method::DELETE, member_url(group, member), None),
-            MemberCommand::Drain { group, member } => {
-                (Method::POST, format!("{}/drain", member_url(group, member)), None)
+            MemberCommand::Remove { group, member } => {
+                (Method::DELETE, member_url(group, member), None)
             }
-            MemberCommand::Undrain { group, member } => {
-                (Method::POST, format!("{}/undrain", member_url(group, member)), None)
-            }
+            MemberCommand::Drain { group, member } => (
+                Method::POST,
+                format!("{}/drain", member_url(group, member)),
+                None,
+            ),
+            MemberCommand::Undrain { group, member } => (
+                Method::POST,
+                format!("{}/undrain", member_url(group, member)),
+                None,
+            ),
         },
     };
     let client = reqwest::Client::builder()
@@ -335,7 +370,9 @@ async fn execute(cli: &Cli, token: &str) -> Result<Value, (Failure, String)> {
     if status.is_success() {
         return Ok(answer);
     }
-    let detail = answer["detail"].as_str().map_or_else(|| answer.to_string(), str::to_owned);
+    let detail = answer["detail"]
+        .as_str()
+        .map_or_else(|| answer.to_string(), str::to_owned);
     let failure = match status.as_u16() {
         401 => Failure::Unauthorized,
         400..=499 => Failure::Refused,
@@ -350,7 +387,10 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 
 fn print_answer(cli: &Cli, answer: &Value) {
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(answer).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(answer).unwrap_or_default()
+        );
         return;
     }
     let mut table = Table::new();
@@ -364,7 +404,9 @@ fn print_answer(cli: &Cli, answer: &Value) {
         Command::Groups => {
             table.set_header(["group", "origin", "members", "drained", "ttl", "answer"]);
             for g in answer["groups"].as_array().into_iter().flatten() {
-                table.add_row(["name", "origin", "members", "drained", "ttl", "answer"].map(|k| text(&g[k])));
+                table.add_row(
+                    ["name", "origin", "members", "drained", "ttl", "answer"].map(|k| text(&g[k])),
+                );
             }
             println!("{table}");
         }
@@ -387,7 +429,13 @@ fn print_answer(cli: &Cli, answer: &Value) {
                     (Value::String(a), Value::Number(p)) if a.contains(':') => format!("[{a}]:{p}"),
                     (a, p) => format!("{}:{}", text(a), text(p)),
                 };
-                table.add_row([endpoint, text(&m["cost"]), text(&m["weight"]), text(&m["drained"]), text(&m["probe"])]);
+                table.add_row([
+                    endpoint,
+                    text(&m["cost"]),
+                    text(&m["weight"]),
+                    text(&m["drained"]),
+                    text(&m["probe"]),
+                ]);
             }
             println!("{table}");
         }
