@@ -22,7 +22,7 @@ use anycast_resolver::config::Config;
 use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
 use anycast_resolver::membership::Membership;
-use anycast_resolver::observe::Observed;
+use anycast_resolver::observe::{AnswerTally, Observed};
 use anycast_resolver::probe::ProbeBoard;
 use anycast_resolver::push::PushBoard;
 use anycast_resolver::select::{Family, select};
@@ -92,9 +92,11 @@ fn benches(c: &mut Criterion) {
 
     let name = anycast_proto::name::parse("web.any.example.net", &zones).expect("valid name");
     let group = directory.group(&name).expect("group exists");
+    let answers = Arc::new(AnswerTally::default());
     let observed = Observed {
         pushes: &pushes,
         probes: &probes,
+        answers: &answers,
         now: std::time::Instant::now(),
     };
     for metric in [Metric::Rr, Metric::Random, Metric::Cost, Metric::Rt] {
@@ -119,6 +121,7 @@ fn benches(c: &mut Criterion) {
             membership.subscribe(),
             pushes.clone(),
             probes.clone(),
+            answers.clone(),
             forwarder,
         )
     };

@@ -6,6 +6,9 @@
 //! | `GET /v1/groups` | the names of every group |
 //! | `GET /v1/groups/{adn}` | one group explained (either name form; `?metric=` optional) |
 //! | `GET /v1/pushes` | push counters: accepted, and rejected by reason |
+//! | `GET /v1/status` | every group explained (metric `rt`), as one JSON document |
+//! | `GET /metrics` | Prometheus metrics (text format) |
+//! | `GET /` | the dashboard: one self-contained page polling `/v1/status` |
 //! | `POST /v1/join` | an agent adds its own server to groups (self-registration; off unless `[admin] join_token_file` is set) |
 //!
 //! Errors are JSON `{"error": "...", "detail": "..."}` with a fitting status.
@@ -28,11 +31,13 @@ use serde_json::json;
 use crate::admin::{refused, token_matches};
 use crate::groups::{Member, default_probe_url};
 use crate::membership::{Change, Membership};
-use crate::observe::Observed;
+use crate::observe::{AnswerTally, Observed};
 use crate::probe::ProbeBoard;
 use crate::push::{PushBoard, Refused, Rejection};
 use crate::select::{self, Family};
+use crate::telemetry;
 use crate::view::GroupView;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -43,9 +48,69 @@ pub struct ApiState {
     pub pushes: Arc<PushBoard>,
     /// Probe results and estimators.
     pub probes: Arc<ProbeBoard>,
+    /// Answers per member.
+    pub answers: Arc<AnswerTally>,
+    /// The Prometheus recorder, if metrics are on.
+    pub metrics: Option<PrometheusHandle>,
     /// SHA-256 of the token agents present to join a group; `None`: joining
     /// is off.
     pub join_token: Option<[u8; 32]>,
+}
+
+impl ApiState {
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            pushes: &self.pushes,
+            probes: &self.probes,
+            answers: &self.answers,
+            now: Instant::now(),
+        }
+    }
+}
+
+/// The dashboard, embedded in the binary (no CDN, no internet).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<ApiState>) -> Response {
+    let directory = state.membership.directory();
+    let observed = state.observed();
+    let mut groups: Vec<GroupView> = directory
+        .groups()
+        .map(|g| {
+            let set = select::equivalent_set(g, Metric::Rt, Family::Any, &observed);
+            GroupView::build(g, Metric::Rt, set.as_ref(), &observed)
+        })
+        .collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(json!({ "groups": groups })).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "metrics_off",
+            "no metrics recorder in this process",
+        );
+    };
+    let directory = state.membership.directory();
+    telemetry::refresh(&directory, &state.pushes, &state.observed());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// The API's routes.
@@ -56,6 +121,9 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{adn}", get(show_group))
         .route("/v1/join", post(join))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
         .with_state(state)
 }
 
@@ -149,11 +217,7 @@ async fn show_group(
             format!("no group {}", name.group_name()),
         );
     };
-    let observed = Observed {
-        pushes: &state.pushes,
-        probes: &state.probes,
-        now: Instant::now(),
-    };
+    let observed = state.observed();
     let set = select::equivalent_set(group, metric, Family::Any, &observed);
     let view = GroupView::build(group, metric, set.as_ref(), &observed);
     Json(view).into_response()

@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use anycast_proto::name::{self, NameError};
-use anycast_proto::{AnycastName, Zone};
+use anycast_proto::{AnycastName, Metric, Zone};
 use hickory_net::xfer::Protocol;
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
@@ -29,10 +29,11 @@ use tracing::debug;
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::groups::{AnswerMode, Directory, ZoneConfig};
-use crate::observe::Observed;
+use crate::observe::{AnswerTally, Observed};
 use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
 use crate::select::{self, Family};
+use crate::telemetry;
 use crate::view::GroupView;
 
 /// The EDNS version we speak (RFC 6891).
@@ -53,6 +54,7 @@ pub struct DnsFront {
     directory: watch::Receiver<Arc<Directory>>,
     pushes: Arc<PushBoard>,
     probes: Arc<ProbeBoard>,
+    answers: Arc<AnswerTally>,
     forwarder: Forwarder,
     allow: Vec<IpNet>,
     udp_payload: u16,
@@ -63,6 +65,8 @@ struct Reply {
     metadata: Metadata,
     answers: Vec<Record>,
     authorities: Vec<Record>,
+    /// The metric of an anycast name, for the query counters.
+    metric: Option<Metric>,
 }
 
 impl Reply {
@@ -73,6 +77,7 @@ impl Reply {
             metadata,
             answers: Vec::new(),
             authorities: Vec::new(),
+            metric: None,
         }
     }
 }
@@ -85,12 +90,14 @@ impl DnsFront {
         directory: watch::Receiver<Arc<Directory>>,
         pushes: Arc<PushBoard>,
         probes: Arc<ProbeBoard>,
+        answers: Arc<AnswerTally>,
         forwarder: Forwarder,
     ) -> Self {
         Self {
             directory,
             pushes,
             probes,
+            answers,
             forwarder,
             allow: config.forward.allow.clone(),
             udp_payload: config.dns.udp_payload,
@@ -105,6 +112,7 @@ impl DnsFront {
         src: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
+        let started = Instant::now();
         let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
         if header.metadata.message_type == MessageType::Response {
             // Answering responses invites reflection loops.
@@ -120,6 +128,7 @@ impl DnsFront {
                 debug!(client = %src, %error, "malformed request");
                 let reply = Reply::new(&header.metadata, ResponseCode::FormErr);
                 let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+                telemetry::query_answered(None, ResponseCode::FormErr, None, started.elapsed());
                 return Some(self.encode(reply, &no_queries, None, transport));
             }
         };
@@ -131,7 +140,11 @@ impl DnsFront {
             ours
         });
         let reply = self.reply(&request, src).await;
-        Some(self.encode(reply, &request.queries, edns.as_ref(), transport))
+        let (rcode, metric) = (reply.metadata.response_code, reply.metric);
+        let response = self.encode(reply, &request.queries, edns.as_ref(), transport);
+        let qtype = request.queries.queries().first().map(|q| q.query_type());
+        telemetry::query_answered(qtype, rcode, metric, started.elapsed());
+        Some(response)
     }
 
     async fn reply(&self, request: &MessageRequest, src: SocketAddr) -> Reply {
@@ -231,6 +244,7 @@ impl DnsFront {
         let observed = Observed {
             pushes: &self.pushes,
             probes: &self.probes,
+            answers: &self.answers,
             now: Instant::now(),
         };
         let Some(choice) = select::select(group, name.metric(), family, &observed, &mut rng) else {
@@ -238,6 +252,10 @@ impl DnsFront {
         };
 
         let mut reply = Reply::new(meta, ResponseCode::NoError);
+        reply.metric = Some(name.metric());
+        if qtype != RecordType::TXT {
+            self.answers.record(&group.name, choice.pick.endpoint());
+        }
         reply.answers = if qtype == RecordType::TXT {
             GroupView::build(group, name.metric(), Some(&choice.set), &observed)
                 .txt_lines()

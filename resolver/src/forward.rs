@@ -138,10 +138,12 @@ impl Forwarder {
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "upstream lookup failed");
+                crate::telemetry::upstream_error();
                 Forwarded::servfail()
             }
             Err(_) => {
                 tracing::debug!("upstream lookup timed out");
+                crate::telemetry::upstream_error();
                 Forwarded::servfail()
             }
         }

@@ -15,7 +15,8 @@
 //!   member; [`probe`] fetches each member's probe file from here.
 //! * [`estimate`] turns pushes and probes into response-time estimates and
 //!   health (pure); [`observe`] combines them for selection.
-//! * [`view`] explains a group (TXT and JSON alike).
+//! * [`view`] explains a group (TXT and JSON alike); [`telemetry`] exports
+//!   Prometheus metrics; `dashboard.html` is the status page.
 //! * [`api`] is the HTTP API: the push receiver and the group views.
 //! * [`config`] turns the TOML file into one typed [`config::Config`].
 //!
@@ -36,6 +37,7 @@ pub mod probe;
 pub mod push;
 pub mod select;
 pub mod server;
+pub mod telemetry;
 pub mod view;
 
 use std::sync::Arc;
@@ -53,6 +55,7 @@ use crate::dns::DnsFront;
 use crate::forward::Forwarder;
 use crate::groups::{Directory, GroupSpec};
 use crate::membership::Membership;
+use crate::observe::AnswerTally;
 use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
 use crate::server::Listener;
@@ -182,11 +185,14 @@ pub async fn run(
     )?);
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
     let probes = Arc::new(ProbeBoard::new());
+    let answers = Arc::new(AnswerTally::default());
+    let metrics = telemetry::install();
     let front = Arc::new(DnsFront::new(
         &config,
         membership.subscribe(),
         pushes.clone(),
         probes.clone(),
+        answers.clone(),
         forwarder,
     ));
 
@@ -248,10 +254,13 @@ pub async fn run(
 
     let http_addr = http.local_addr()?;
     tracing::info!(listener = "http", "listening on {http_addr}");
+    tracing::info!("dashboard at http://{http_addr}/ ; metrics at http://{http_addr}/metrics");
     let app = api::router(api::ApiState {
         membership: membership.clone(),
         pushes,
         probes,
+        answers,
+        metrics,
         join_token: config
             .admin
             .as_ref()

@@ -1,7 +1,13 @@
 //! What the resolver has observed of each member, pushes and probes
-//! together: the [`Measurements`] that selection and the views read.
+//! together: the [`Measurements`] that selection and the views read; and how
+//! often it answered with each member ([`AnswerTally`]).
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use anycast_proto::AnycastName;
 
 use anycast_proto::push::ServerState;
 
@@ -18,6 +24,8 @@ pub struct Observed<'a> {
     pub pushes: &'a PushBoard,
     /// The probe results and estimators.
     pub probes: &'a ProbeBoard,
+    /// How often each member was answered.
+    pub answers: &'a AnswerTally,
     /// The instant the statuses are for.
     pub now: Instant,
 }
@@ -62,4 +70,24 @@ impl Measurements for Observed<'_> {
 /// the time after which its pushes stop being trusted.
 pub fn heartbeat_lost_after(group: &Group) -> Duration {
     group.estimator.push_stale_after * 2
+}
+
+/// How many answers named each member as the pick, since start.
+#[derive(Debug, Default)]
+pub struct AnswerTally {
+    counts: Mutex<HashMap<(AnycastName, SocketAddr), u64>>,
+}
+
+impl AnswerTally {
+    /// Counts one answer naming `member` of `group`.
+    pub fn record(&self, group: &AnycastName, member: SocketAddr) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry((group.clone(), member)).or_insert(0) += 1;
+    }
+
+    /// Answers naming `member` of `group` so far.
+    pub fn count(&self, group: &AnycastName, member: SocketAddr) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&(group.clone(), member)).copied().unwrap_or(0)
+    }
 }

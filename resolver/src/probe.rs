@@ -184,6 +184,10 @@ async fn probe_member(
                 fetch(&client, &member.probe, settings.timeout).await
             } => outcome,
         };
+        crate::telemetry::probed(
+            outcome.is_ok(),
+            outcome.as_ref().map_or(Duration::ZERO, |(rt, _)| *rt),
+        );
         wait = match outcome {
             Ok((rt, file)) => {
                 let sample = ProbeSample {

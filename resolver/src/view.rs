@@ -45,6 +45,8 @@ pub struct MemberView {
     pub weight: u32,
     /// Whether it is in the equivalent-server set for this metric.
     pub in_set: bool,
+    /// Answers that named it as the pick, since start.
+    pub answers: u64,
     /// Why it is in the set or not.
     pub why: String,
     /// The latest accepted push, if any.
@@ -142,6 +144,7 @@ impl GroupView {
                     cost: m.cost,
                     weight: m.weight,
                     in_set,
+                    answers: observed.answers.count(&group.name, m.endpoint()),
                     why,
                     push: observed
                         .pushes

@@ -1,0 +1,247 @@
+//! Prometheus metrics, through the `metrics` facade (so hickory-resolver's
+//! own cache counters, `hickory_resolver_cache_hit_total` and
+//! `hickory_resolver_cache_miss_total`, come out beside ours).
+//!
+//! Counters and histograms are recorded where things happen (DNS answers,
+//! probes, forwarding). Per-member gauges are set from the push and probe
+//! boards when `/metrics` is scraped, so they are never stale; gauges of
+//! members that left stop being updated and are dropped after
+//! [`GAUGE_IDLE`]. Labels are bounded: query type (a fixed list, else
+//! `other`), response code, metric, group and member (configuration sizes),
+//! rejection reason; never the client.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anycast_proto::Metric;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+use crate::groups::Directory;
+use crate::observe::Observed;
+use crate::push::PushBoard;
+use crate::select::{self, Family, Measurements};
+
+/// Gauges not set for this long (members that left) are dropped.
+pub const GAUGE_IDLE: Duration = Duration::from_secs(120);
+
+/// Histogram buckets for DNS answer latency, seconds.
+const ANSWER_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// Histogram buckets for probe durations, seconds.
+const PROBE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the process-wide recorder once and returns its handle (later
+/// calls return the same handle).
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("anycast_dns_answer_duration_seconds".into()),
+                    ANSWER_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("anycast_probe_duration_seconds".into()),
+                        PROBE_BUCKETS,
+                    )
+                })
+                .map(|b| {
+                    b.idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+                        .build_recorder()
+                });
+            let recorder = match recorder {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics are off");
+                    return None;
+                }
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics is off");
+                return None;
+            }
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        "anycast_dns_queries_total",
+        "DNS queries answered, by query type, response code and metric"
+    );
+    describe_histogram!(
+        "anycast_dns_answer_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from a request's bytes to its response's bytes"
+    );
+    describe_counter!(
+        "anycast_forward_upstream_errors_total",
+        "Forwarded lookups that failed upstream (SERVFAIL)"
+    );
+    describe_counter!("anycast_pushes_accepted_total", "Pushes accepted");
+    describe_counter!(
+        "anycast_pushes_rejected_total",
+        "Pushes rejected, by reason"
+    );
+    describe_counter!(
+        "anycast_probes_total",
+        "Probes made, by result (ok, failed)"
+    );
+    describe_histogram!(
+        "anycast_probe_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of successful probes"
+    );
+    describe_counter!(
+        "anycast_member_answers_total",
+        "Answers naming the member as the pick"
+    );
+    describe_gauge!(
+        "anycast_member_pushed_tufr_seconds",
+        "Latest pushed time until first read"
+    );
+    describe_gauge!(
+        "anycast_member_probe_rt_seconds",
+        "Last probe response time"
+    );
+    describe_gauge!(
+        "anycast_member_scaling_factor",
+        "Smoothed scaling factor SF = RT / TUFR"
+    );
+    describe_gauge!(
+        "anycast_member_estimate_seconds",
+        "Estimated response time (metric rt)"
+    );
+    describe_gauge!(
+        "anycast_member_healthy",
+        "1 if the member may be answered, else 0"
+    );
+    describe_gauge!(
+        "anycast_member_in_set",
+        "1 if the member is in the equivalent set for rt, else 0"
+    );
+}
+
+/// A query type as a bounded label.
+fn qtype_label(qtype: RecordType) -> &'static str {
+    match qtype {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::TXT => "TXT",
+        RecordType::SOA => "SOA",
+        RecordType::NS => "NS",
+        RecordType::MX => "MX",
+        RecordType::CNAME => "CNAME",
+        RecordType::SRV => "SRV",
+        RecordType::PTR => "PTR",
+        RecordType::HTTPS => "HTTPS",
+        _ => "other",
+    }
+}
+
+/// Records one answered query. `metric` is the anycast metric, if the name
+/// was an anycast name.
+pub fn query_answered(
+    qtype: Option<RecordType>,
+    rcode: ResponseCode,
+    metric: Option<Metric>,
+    took: Duration,
+) {
+    counter!(
+        "anycast_dns_queries_total",
+        "qtype" => qtype.map_or("none", qtype_label),
+        "rcode" => rcode_label(rcode),
+        "metric" => metric.map_or("none", Metric::label),
+    )
+    .increment(1);
+    histogram!("anycast_dns_answer_duration_seconds").record(took.as_secs_f64());
+}
+
+fn rcode_label(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
+    }
+}
+
+/// Records a forwarded lookup that failed upstream.
+pub fn upstream_error() {
+    counter!("anycast_forward_upstream_errors_total").increment(1);
+}
+
+/// Records a probe's outcome.
+pub fn probed(ok: bool, took: Duration) {
+    counter!("anycast_probes_total", "result" => if ok { "ok" } else { "failed" }).increment(1);
+    if ok {
+        histogram!("anycast_probe_duration_seconds").record(took.as_secs_f64());
+    }
+}
+
+/// Sets the scrape-time values: push counters and per-member gauges.
+pub fn refresh(directory: &Directory, pushes: &PushBoard, observed: &Observed<'_>) {
+    counter!("anycast_pushes_accepted_total").absolute(pushes.accepted());
+    for (rejection, n) in pushes.rejected() {
+        counter!("anycast_pushes_rejected_total", "reason" => rejection.reason()).absolute(n);
+    }
+    for group in directory.groups() {
+        let set = select::equivalent_set(group, Metric::Rt, Family::Any, observed);
+        for member in &group.members {
+            let labels = [
+                ("group", group.name.to_string()),
+                ("member", member.endpoint().to_string()),
+            ];
+            let status = observed.status(group, member);
+            let estimator = observed.probes.estimator(group, member);
+            let ms = |v: Option<f64>| v.map(|v| v / 1000.0);
+            let values = [
+                (
+                    "anycast_member_pushed_tufr_seconds",
+                    ms(status.estimate.load_ms),
+                ),
+                (
+                    "anycast_member_probe_rt_seconds",
+                    ms(estimator.last_probe().map(|(p, _)| p.rt_ms)),
+                ),
+                ("anycast_member_scaling_factor", status.estimate.sf),
+                ("anycast_member_estimate_seconds", ms(status.estimate.rt_ms)),
+                (
+                    "anycast_member_healthy",
+                    Some(f64::from(u8::from(status.unavailable.is_none()))),
+                ),
+                (
+                    "anycast_member_in_set",
+                    Some(f64::from(u8::from(
+                        set.as_ref().is_some_and(|s| s.contains(member)),
+                    ))),
+                ),
+            ];
+            for (name, value) in values {
+                if let Some(value) = value {
+                    gauge!(name, &labels).set(value);
+                }
+            }
+            counter!("anycast_member_answers_total", &labels)
+                .absolute(observed.answers.count(&group.name, member.endpoint()));
+        }
+    }
+}
