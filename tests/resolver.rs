@@ -39,8 +39,14 @@ const DUAL_V4: &str = "127.0.3.1";
 const DUAL_V6: [&str; 2] = ["2001:db8::31", "2001:db8::32"];
 /// Group `six`: one IPv6 member only.
 const SIX_V6: &str = "2001:db8::60";
-/// Group `big` (answer set): this many IPv4 members, 10.0.0.1 upwards.
+/// Group `big` (answer set): this many IPv4 members, 127.0.100.1 upwards.
 const BIG_MEMBERS: usize = 100;
+
+/// The probe URL of members whose address is not on this machine (the
+/// documentation prefix 2001:db8::/32): the resolver probes every member, and
+/// tests send traffic to loopback only, so these probes go to the closed
+/// discard port and fail at once.
+const LOOPBACK_PROBE: &str = "http://127.0.0.1:9/probe.json";
 
 /// Where tests that never forward point `[forward] upstreams`: the discard
 /// port on loopback, which answers no DNS.
@@ -102,15 +108,18 @@ address = "{DUAL_V4}"
 
 [[group.member]]
 address = "{v0}"
+probe = "{LOOPBACK_PROBE}"
 
 [[group.member]]
 address = "{v1}"
+probe = "{LOOPBACK_PROBE}"
 
 [[group]]
 service = "six"
 
 [[group.member]]
 address = "{SIX_V6}"
+probe = "{LOOPBACK_PROBE}"
 
 [[group]]
 service = "big"
@@ -134,7 +143,7 @@ answer = "set"
 
 fn big_members() -> Vec<IpAddr> {
     (1..=BIG_MEMBERS)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, u8::try_from(i).unwrap())))
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 100, u8::try_from(i).unwrap())))
         .collect()
 }
 

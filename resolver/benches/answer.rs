@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anycast_proto::{Metric, Zone};
+use anycast_resolver::authority::Authorities;
 use anycast_resolver::config::Config;
 use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
@@ -116,12 +117,16 @@ fn benches(c: &mut Criterion) {
     let front = {
         let _guard = runtime.enter();
         let forwarder = Forwarder::new(&config.forward).expect("forwarder");
+        let membership = Arc::new(membership);
+        let authorities = Authorities::new(membership.clone(), pushes.clone(), forwarder.clone())
+            .expect("authorities");
         DnsFront::new(
             &config,
             membership.subscribe(),
             pushes.clone(),
             probes.clone(),
             answers.clone(),
+            authorities,
             forwarder,
         )
     };

@@ -79,6 +79,17 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110, 11.1).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Whether `presented` is the token: both are hashed, then compared without
 /// early exit, so the time taken says nothing about how much matched.
 pub(crate) fn token_matches(expected_hash: &[u8; 32], presented: &str) -> bool {
@@ -124,13 +135,8 @@ pub fn router(state: AdminState) -> axum::Router {
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if token_matches(&state.token_hash, token.trim()) => next.run(request).await,
+    match bearer(request.headers()) {
+        Some(token) if token_matches(&state.token_hash, token) => next.run(request).await,
         _ => {
             tracing::warn!("admin request refused: missing or wrong bearer token");
             error(

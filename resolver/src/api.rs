@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::{refused, token_matches};
+use crate::admin::{bearer, refused, token_matches};
 use crate::groups::{Member, default_probe_url};
 use crate::membership::{Change, Membership};
 use crate::observe::{AnswerTally, Observed};
@@ -197,6 +197,7 @@ async fn show_group(
     State(state): State<ApiState>,
     Path(adn): Path<String>,
     Query(query): Query<ShowQuery>,
+    headers: HeaderMap,
 ) -> Response {
     let directory = state.membership.directory();
     let name = match name::parse(&adn, directory.zones()) {
@@ -220,7 +221,16 @@ async fn show_group(
     let observed = state.observed();
     let set = select::equivalent_set(group, metric, Family::Any, &observed);
     let view = GroupView::build(group, metric, set.as_ref(), &observed);
-    Json(view).into_response()
+    let etag = view.etag();
+    let unchanged = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let etag_header = [(axum::http::header::ETAG, etag)];
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, etag_header).into_response();
+    }
+    (etag_header, Json(view)).into_response()
 }
 
 /// An agent's request to join groups.
@@ -247,11 +257,7 @@ async fn join(
             "self-registration is off on this resolver",
         );
     };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|t| token_matches(expected, t.trim())) {
+    if !bearer(&headers).is_some_and(|t| token_matches(expected, t)) {
         tracing::warn!("join refused: missing or wrong join token");
         return error(
             StatusCode::UNAUTHORIZED,

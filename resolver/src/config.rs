@@ -21,10 +21,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::estimate::Calibration;
-pub use crate::groups::ZoneConfig;
 use crate::groups::{AnswerMode, GroupSpec, Member, default_probe_url};
+pub use crate::groups::{LocalZone, ZoneConfig, ZoneRole};
 pub use crate::push::PushConfig;
 use crate::select::Pick;
+
+/// Longest answer TTL a group may have (one day).
+pub const MAX_TTL: u32 = 86_400;
 
 /// Port of the DNS listener when the file names none (5353 belongs to mDNS).
 pub const DEFAULT_DNS_PORT: u16 = 5300;
@@ -199,9 +202,42 @@ impl Config {
             if zones.iter().any(|z| z.name == name) {
                 return Err(err(span, format!("zone {name} is defined twice")));
             }
+            let role = match raw.role {
+                RawRole::Authoritative => {
+                    if raw.authority.is_some() {
+                        return Err(err(
+                            span,
+                            "`authority` goes only with role = \"local\"".into(),
+                        ));
+                    }
+                    ZoneRole::Authoritative
+                }
+                RawRole::Local => {
+                    let authority = match raw.authority {
+                        Some(url) => {
+                            let url_span = url.span();
+                            let url = url.into_inner();
+                            if !url.starts_with("http://") {
+                                return Err(err(
+                                    url_span,
+                                    format!("{url:?} is not an http:// URL"),
+                                ));
+                            }
+                            Some(url.trim_end_matches('/').to_owned())
+                        }
+                        None => None,
+                    };
+                    ZoneRole::Local(LocalZone {
+                        authority,
+                        cache_ttl: positive_duration(source, raw.cache_ttl)?,
+                        max_stale: positive_duration(source, raw.max_stale)?,
+                    })
+                }
+            };
             zones.push(ZoneConfig {
                 name,
                 negative_ttl: raw.negative_ttl,
+                role,
             });
         }
 
@@ -234,6 +270,15 @@ impl Config {
                 },
             };
             let span = raw.service.span();
+            if zones
+                .iter()
+                .any(|z| z.name == zone && matches!(z.role, ZoneRole::Local(_)))
+            {
+                return Err(err(
+                    span,
+                    format!("zone {zone} is local: its groups come from its authority"),
+                ));
+            }
             let name = AnycastName::new(raw.service.get_ref(), None, zone)
                 .map_err(|e| err(span.clone(), e.to_string()))?;
             if groups.iter().any(|g| g.name == name) {
@@ -278,8 +323,16 @@ impl Config {
                 ));
             }
             let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let ttl_span = raw.ttl.span();
+            let ttl = raw.ttl.into_inner();
+            if ttl > MAX_TTL {
+                return Err(err(
+                    ttl_span,
+                    format!("ttl {ttl} is above {MAX_TTL} seconds"),
+                ));
+            }
             let spec = GroupSpec {
-                ttl: raw.ttl,
+                ttl,
                 answer: raw.answer,
                 probe_interval_ms: ms(positive_duration(source, raw.probe_interval)?),
                 probe_timeout_ms: ms(positive_duration(source, raw.probe_timeout)?),
@@ -485,6 +538,29 @@ struct RawZone {
     name: Spanned<String>,
     #[serde(default = "default_negative_ttl")]
     negative_ttl: u32,
+    #[serde(default)]
+    role: RawRole,
+    authority: Option<Spanned<String>>,
+    #[serde(default = "default_cache_ttl")]
+    cache_ttl: Spanned<HumanDuration>,
+    #[serde(default = "default_max_stale")]
+    max_stale: Spanned<HumanDuration>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawRole {
+    #[default]
+    Authoritative,
+    Local,
+}
+
+fn default_cache_ttl() -> Spanned<HumanDuration> {
+    spanned(Duration::from_secs(2).into())
+}
+
+fn default_max_stale() -> Spanned<HumanDuration> {
+    spanned(Duration::from_secs(300).into())
 }
 
 fn default_negative_ttl() -> u32 {
@@ -497,7 +573,7 @@ struct RawGroup {
     service: Spanned<String>,
     zone: Option<Spanned<String>>,
     #[serde(default = "default_ttl")]
-    ttl: u32,
+    ttl: Spanned<u32>,
     #[serde(default)]
     answer: AnswerMode,
     #[serde(default = "default_probe_interval")]
@@ -524,8 +600,8 @@ struct RawGroup {
     members: Vec<RawMember>,
 }
 
-fn default_ttl() -> u32 {
-    GroupSpec::default().ttl
+fn default_ttl() -> Spanned<u32> {
+    spanned(GroupSpec::default().ttl)
 }
 
 fn default_probe_interval() -> Spanned<HumanDuration> {
@@ -728,5 +804,16 @@ probe = "http://[::1]:80/p.json"
             "[[zone]]\nname = \"a.b\"\n[[zone]]\nname = \"c.d\"\n[[group]]\nservice = \"w\"\n",
         );
         assert!(e.contains("needs `zone"), "{e}");
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\nttl = 100000\n");
+        assert!(
+            e.starts_with("test.toml:5:") && e.contains("field `ttl`"),
+            "{e}"
+        );
+
+        let e = error(
+            "[[zone]]\nname = \"a.b\"\nrole = \"local\"\nauthority = \"http://127.0.0.1:1\"\n[[group]]\nservice = \"w\"\n",
+        );
+        assert!(e.starts_with("test.toml:6:") && e.contains("local"), "{e}");
     }
 }

@@ -18,6 +18,7 @@ use anycast_proto::{AnycastName, Metric, Zone};
 use hickory_net::xfer::Protocol;
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsCode;
 use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
@@ -26,15 +27,21 @@ use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder, Queri
 use ipnet::IpNet;
 use tracing::debug;
 
+use crate::authority::{Authorities, Known};
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::groups::{AnswerMode, Directory, ZoneConfig};
+use crate::groups::{AnswerMode, Directory, ZoneConfig, ZoneRole};
 use crate::observe::{AnswerTally, Observed};
 use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
 use crate::select::{self, Family};
 use crate::telemetry;
 use crate::view::GroupView;
+
+/// EDNS option (from the local/experimental range, RFC 6891 9) with which a
+/// client asks for the whole equivalent set, the pick first, whatever the
+/// group's answer mode: the paper's client-side filters choose among it.
+pub const SET_OPTION: u16 = 65350;
 
 /// The EDNS version we speak (RFC 6891).
 const EDNS_VERSION: u8 = 0;
@@ -55,6 +62,7 @@ pub struct DnsFront {
     pushes: Arc<PushBoard>,
     probes: Arc<ProbeBoard>,
     answers: Arc<AnswerTally>,
+    authorities: Arc<Authorities>,
     forwarder: Forwarder,
     allow: Vec<IpNet>,
     udp_payload: u16,
@@ -91,6 +99,7 @@ impl DnsFront {
         pushes: Arc<PushBoard>,
         probes: Arc<ProbeBoard>,
         answers: Arc<AnswerTally>,
+        authorities: Arc<Authorities>,
         forwarder: Forwarder,
     ) -> Self {
         Self {
@@ -98,6 +107,7 @@ impl DnsFront {
             pushes,
             probes,
             answers,
+            authorities,
             forwarder,
             allow: config.forward.allow.clone(),
             udp_payload: config.dns.udp_payload,
@@ -170,9 +180,22 @@ impl DnsFront {
 
         let may_recurse = self.may_recurse(src.ip());
         // One snapshot of membership for the whole answer.
-        let directory = self.directory.borrow().clone();
-        if let Some(zone) = zone_of(&directory, qname) {
-            let mut reply = self.anycast(&directory, meta, zone, qname, qtype);
+        let mut directory = self.directory.borrow().clone();
+        if let Some(zone) = zone_of(&directory, qname).cloned() {
+            if let ZoneRole::Local(local) = &zone.role
+                && let Ok(name) = parse_qname(qname, directory.zones())
+            {
+                match self.authorities.ensure(&name.group_name(), local).await {
+                    Known::Unavailable => return Reply::new(meta, ResponseCode::ServFail),
+                    // What was just learned is in the newest snapshot.
+                    Known::Group | Known::NoGroup => directory = self.directory.borrow().clone(),
+                }
+            }
+            let wants_set = request
+                .edns
+                .as_ref()
+                .is_some_and(|e| e.options().get(EdnsCode::from(SET_OPTION)).is_some());
+            let mut reply = self.anycast(&directory, meta, &zone, qname, qtype, wants_set);
             reply.metadata.authoritative = true;
             reply.metadata.recursion_available = may_recurse;
             return reply;
@@ -206,6 +229,7 @@ impl DnsFront {
         zone: &ZoneConfig,
         qname: &Name,
         qtype: RecordType,
+        wants_set: bool,
     ) -> Reply {
         let negative = |rcode| {
             let mut reply = Reply::new(meta, rcode);
@@ -265,7 +289,12 @@ impl DnsFront {
                 })
                 .collect()
         } else {
-            let members = match group.answer {
+            let mode = if wants_set {
+                AnswerMode::Set
+            } else {
+                group.answer
+            };
+            let members = match mode {
                 AnswerMode::One => &choice.set.members[..1],
                 AnswerMode::Set => &choice.set.members[..],
             };

@@ -335,6 +335,32 @@ pub struct ZoneConfig {
     pub name: Zone,
     /// TTL of negative answers (NXDOMAIN, NODATA) under the zone, in seconds.
     pub negative_ttl: u32,
+    /// Whether this resolver owns the zone or learns it from its authority.
+    pub role: ZoneRole,
+}
+
+/// A resolver's role for one zone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ZoneRole {
+    /// This resolver owns the zone's membership and receives its pushes.
+    #[default]
+    Authoritative,
+    /// This resolver learns the zone's groups and pushed loads from the
+    /// zone's authority, and probes the members itself.
+    Local(LocalZone),
+}
+
+/// How a local resolver reaches and caches a zone's authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalZone {
+    /// The authority's base URL, or `None` to find it in DNS (a TXT record
+    /// `_anycast.<zone>` holding `url=...`).
+    pub authority: Option<String>,
+    /// How long a fetched group is fresh; refreshed ahead of that.
+    pub cache_ttl: Duration,
+    /// How long a group is still answered from when the authority cannot be
+    /// reached (serve-stale, RFC 8767); past it, SERVFAIL.
+    pub max_stale: Duration,
 }
 
 /// Every zone and group the resolver answers for.

@@ -11,6 +11,7 @@
 //!   groups and persists them; [`admin`] is the operator's API.
 //! * [`select`] picks a member by metric: pure, random source passed in.
 //! * [`forward`] sends names outside the anycast zones to upstream DNS, cached.
+//! * [`authority`] learns the groups of local zones from their authority.
 //! * [`push`] checks agents' signed load reports and keeps the latest of each
 //!   member; [`probe`] fetches each member's probe file from here.
 //! * [`estimate`] turns pushes and probes into response-time estimates and
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod authority;
 pub mod config;
 pub mod dns;
 pub mod estimate;
@@ -187,12 +189,15 @@ pub async fn run(
     let probes = Arc::new(ProbeBoard::new());
     let answers = Arc::new(AnswerTally::default());
     let metrics = telemetry::install();
+    let authorities =
+        authority::Authorities::new(membership.clone(), pushes.clone(), forwarder.clone())?;
     let front = Arc::new(DnsFront::new(
         &config,
         membership.subscribe(),
         pushes.clone(),
         probes.clone(),
         answers.clone(),
+        authorities,
         forwarder,
     ));
 

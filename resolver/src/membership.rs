@@ -39,7 +39,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::estimate::Calibration;
-use crate::groups::{AnswerMode, Directory, Group, GroupSpec, Member, SpecError, ZoneConfig};
+use crate::groups::{
+    AnswerMode, Directory, Group, GroupSpec, Member, SpecError, ZoneConfig, ZoneRole,
+};
 use crate::select::Pick;
 
 /// Version of the state file's format.
@@ -212,6 +214,9 @@ struct Base {
 #[derive(Debug)]
 pub struct Membership {
     base: Mutex<Base>,
+    /// Groups of local zones, as learned from their authorities (not
+    /// persisted: they are fetched again after a restart).
+    learned: Mutex<BTreeMap<AnycastName, GroupSpec>>,
     /// Held across the whole of a change, so changes apply one at a time.
     overrides: tokio::sync::Mutex<BTreeMap<String, Option<GroupSpec>>>,
     state_file: Option<PathBuf>,
@@ -227,14 +232,17 @@ impl Membership {
         state_file: Option<PathBuf>,
     ) -> Result<Membership, StateError> {
         let overrides = match &state_file {
-            Some(path) => read_state(path)?.groups,
+            Some(path) => {
+                remove_leftover_temp_files(path);
+                read_state(path)?.groups
+            }
             None => BTreeMap::new(),
         };
         let base = Base {
             zones,
             groups: groups.into_iter().collect(),
         };
-        let directory = compose(&base, &overrides, &Directory::default());
+        let directory = compose(&base, &BTreeMap::new(), &overrides, &Directory::default());
         if !overrides.is_empty() {
             info!(
                 overrides = overrides.len(),
@@ -243,6 +251,7 @@ impl Membership {
         }
         Ok(Membership {
             base: Mutex::new(base),
+            learned: Mutex::new(BTreeMap::new()),
             overrides: tokio::sync::Mutex::new(overrides),
             state_file,
             current: watch::channel(Arc::new(directory)).0,
@@ -271,9 +280,41 @@ impl Membership {
             zones,
             groups: groups.into_iter().collect(),
         };
-        let directory = compose(&base, &overrides, &self.directory());
+        let directory = compose(&base, &self.learned(), &overrides, &self.directory());
         *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base;
         self.current.send_replace(Arc::new(directory));
+    }
+
+    fn learned(&self) -> BTreeMap<AnycastName, GroupSpec> {
+        self.learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records what a local zone's authority says of a group (`None`: it has
+    /// no such group). Returns whether membership changed.
+    pub async fn learn(&self, name: &AnycastName, spec: Option<GroupSpec>) -> bool {
+        let overrides = self.overrides.lock().await;
+        let learned = {
+            let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = match &spec {
+                Some(spec) => learned.get(name) != Some(spec),
+                None => learned.contains_key(name),
+            };
+            if !changed {
+                return false;
+            }
+            match spec {
+                Some(spec) => learned.insert(name.clone(), spec),
+                None => learned.remove(name),
+            };
+            learned.clone()
+        };
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let directory = compose(&base, &learned, &overrides, &self.directory());
+        self.current.send_replace(Arc::new(directory));
+        true
     }
 
     /// Where a group comes from.
@@ -305,6 +346,16 @@ impl Membership {
             if name.explicit_metric().is_some() {
                 return Err(ChangeError::BadName(format!(
                     "{text:?} names a metric; a group is named <service>.<zone>"
+                )));
+            }
+            if current
+                .zone_configs()
+                .iter()
+                .any(|z| &z.name == name.zone() && matches!(z.role, ZoneRole::Local(_)))
+            {
+                return Err(ChangeError::BadName(format!(
+                    "{} is a local zone: change its groups at its authority",
+                    name.zone()
                 )));
             }
             Ok(name)
@@ -446,7 +497,7 @@ impl Membership {
             }
         }
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let directory = compose(&base, &next, &current);
+        let directory = compose(&base, &self.learned(), &next, &current);
         *overrides = next;
         self.current.send_replace(Arc::new(directory));
         Ok(())
@@ -458,11 +509,23 @@ impl Membership {
 /// their round-robin position and their probing tasks continue undisturbed.
 fn compose(
     base: &Base,
+    learned: &BTreeMap<AnycastName, GroupSpec>,
     overrides: &BTreeMap<String, Option<GroupSpec>>,
     previous: &Directory,
 ) -> Directory {
     let zones: Vec<_> = base.zones.iter().map(|z| z.name.clone()).collect();
+    let local = |name: &AnycastName| {
+        base.zones
+            .iter()
+            .any(|z| &z.name == name.zone() && matches!(z.role, ZoneRole::Local(_)))
+    };
     let mut specs: BTreeMap<AnycastName, GroupSpec> = base.groups.clone();
+    specs.extend(
+        learned
+            .iter()
+            .filter(|(name, _)| local(name))
+            .map(|(n, s)| (n.clone(), s.clone())),
+    );
     for (text, spec) in overrides {
         let name = match name::parse(text, &zones) {
             Ok(name) => name,
@@ -471,6 +534,14 @@ fn compose(
                 continue;
             }
         };
+        if local(&name) {
+            warn!(group = %text, "a runtime change to a group of a local zone is ignored");
+            continue;
+        }
+        if local(&name) {
+            warn!(group = %text, "a runtime change to a group of a local zone is ignored");
+            continue;
+        }
         match spec {
             Some(spec) => {
                 specs.insert(name, spec.clone());
@@ -487,6 +558,38 @@ fn compose(
             _ => Arc::new(Group::from_spec(name, spec)),
         });
     Directory::from_shared(base.zones.clone(), groups)
+}
+
+/// Removes temporary files a crash left beside the state file (the
+/// `.<name>.<pid>.<n>.tmp` of an atomic write that never reached its rename):
+/// the state file itself is always whole, so they hold nothing acknowledged.
+fn remove_leftover_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&prefix) && file.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    info!(file = %entry.path().display(), "removed a temporary file left by a crash")
+                }
+                Err(error) => {
+                    warn!(file = %entry.path().display(), %error, "cannot remove a leftover temporary file")
+                }
+            }
+        }
+    }
 }
 
 fn read_state(path: &Path) -> Result<StateFile, StateError> {
@@ -534,6 +637,7 @@ mod tests {
         vec![ZoneConfig {
             name: Zone::new("any.example.net").unwrap(),
             negative_ttl: 5,
+            role: ZoneRole::Authoritative,
         }]
     }
 
@@ -728,6 +832,19 @@ mod tests {
         let dir = m.directory();
         let g = dir.groups().next().unwrap();
         assert!(g.members.iter().any(|m| m.drained));
+    }
+
+    #[test]
+    fn temporary_files_left_by_a_crash_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let leftover = dir.path().join(".state.json.1234.0.tmp");
+        std::fs::write(&leftover, b"{\"version\": 1, \"gro").unwrap();
+        let other = dir.path().join("unrelated.tmp");
+        std::fs::write(&other, b"").unwrap();
+        Membership::new(zones(), [web()], Some(state)).unwrap();
+        assert!(!leftover.exists());
+        assert!(other.exists(), "only the state file's own temporaries go");
     }
 
     #[test]

@@ -306,6 +306,17 @@ impl PushBoard {
         }
     }
 
+    /// Records a push as a local zone's authority reports it: no signature
+    /// to check (the authority checked it), kept unless it is older than
+    /// what is already here.
+    pub fn adopt(&self, group: &AnycastName, member: SocketAddr, push: MemberPush) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = state.latest.entry((group.clone(), member)).or_insert(push);
+        if push.seq >= slot.seq {
+            *slot = push;
+        }
+    }
+
     /// The latest push of `member` for `group`.
     pub fn latest(&self, group: &AnycastName, member: SocketAddr) -> Option<MemberPush> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -345,6 +356,7 @@ mod tests {
             vec![ZoneConfig {
                 name: zone.clone(),
                 negative_ttl: 5,
+                role: Default::default(),
             }],
             [Group::new(
                 AnycastName::new("web", None, zone).unwrap(),

@@ -94,6 +94,10 @@ fn describe() {
     );
     describe_counter!("anycast_pushes_accepted_total", "Pushes accepted");
     describe_counter!(
+        "anycast_authority_served_stale_total",
+        "Lookups of a local zone's group answered from a stale view (authority unreachable)"
+    );
+    describe_counter!(
         "anycast_pushes_rejected_total",
         "Pushes rejected, by reason"
     );
@@ -182,6 +186,11 @@ fn rcode_label(rcode: ResponseCode) -> &'static str {
         ResponseCode::BADVERS => "BADVERS",
         _ => "other",
     }
+}
+
+/// Records an answer given from a stale view of a local zone's group.
+pub fn served_stale() {
+    counter!("anycast_authority_served_stale_total").increment(1);
 }
 
 /// Records a forwarded lookup that failed upstream.

@@ -7,9 +7,10 @@ use std::time::Instant;
 use anycast_proto::Metric;
 use anycast_proto::push::ServerState;
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::estimate::{Estimate, Health};
-use crate::groups::Group;
+use crate::groups::{Group, GroupSpec};
 use crate::observe::Observed;
 use crate::select::{Basis, EquivalentSet, Measurements, Unavailable};
 
@@ -30,6 +31,9 @@ pub struct GroupView {
     pub answer: &'static str,
     /// Every member.
     pub members: Vec<MemberView>,
+    /// The group's whole spec: what a local resolver learns from its
+    /// authority.
+    pub spec: GroupSpec,
 }
 
 /// One member as explained to operators.
@@ -88,6 +92,20 @@ pub struct PushView {
 }
 
 impl GroupView {
+    /// A tag that changes when what a local resolver learns changes (the
+    /// spec, or a member's push), and not when only ages and estimates move,
+    /// so polling with `If-None-Match` is cheap.
+    pub fn etag(&self) -> String {
+        let pushes: Vec<_> = self
+            .members
+            .iter()
+            .map(|m| (&m.endpoint, m.push.map(|p| (p.seq, p.state))))
+            .collect();
+        let stable = serde_json::to_vec(&(&self.spec, pushes)).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&stable);
+        format!("\"{}\"", hex_prefix(&digest))
+    }
+
     /// Explains `group` for `metric`, given its equivalent set (none when
     /// the group has no member of the asked family).
     pub fn build(
@@ -175,6 +193,7 @@ impl GroupView {
             ttl: group.ttl,
             answer: group.answer.label(),
             members,
+            spec: group.spec.clone(),
         }
     }
 
@@ -250,4 +269,8 @@ fn describe(metric: Metric) -> &'static str {
         Metric::Load => "pushed server processing time",
         Metric::Path => "probe response time (nearest)",
     }
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }

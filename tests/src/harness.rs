@@ -10,6 +10,8 @@
 //!   hickory-proto messages or raw bytes, over UDP (from any loopback address)
 //!   or TCP.
 //! * [`dig`] runs the system's `dig` against a resolver.
+//! * [`anycastctl_command`] runs the operator's CLI against a resolver's
+//!   admin API ([`Resolver::admin_addr`]).
 //!
 //! Everything waits on conditions with deadlines: nothing sleeps and hopes.
 
@@ -54,6 +56,17 @@ pub const AGENT_DEFAULT_KEY_ENV: &str = "ANYCAST_PUSH_KEY";
 /// The binaries the tests run.
 const RESOLVER: &str = "anycast-resolver";
 const AGENT: &str = "anycast-agent";
+/// The operator's CLI, a second binary of the resolver's package (built by
+/// the same `cargo build -p anycast-resolver --bins`).
+const ANYCASTCTL: &str = "anycastctl";
+
+/// The environment variables `anycastctl` reads; removed from its
+/// environment so the tests' own environment cannot leak in.
+pub const ANYCASTCTL_ENV: [&str; 3] = [
+    "ANYCASTCTL_SERVER",
+    "ANYCASTCTL_TOKEN",
+    "ANYCASTCTL_TOKEN_FILE",
+];
 
 /// The workspace root (the directory of the root `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
@@ -87,6 +100,11 @@ pub fn resolver_binary() -> &'static Path {
 /// Path of the `anycast-agent` binary (built on first use).
 pub fn agent_binary() -> &'static Path {
     binary(AGENT)
+}
+
+/// Path of the `anycastctl` binary (built on first use).
+pub fn anycastctl_binary() -> &'static Path {
+    binary(ANYCASTCTL)
 }
 
 fn build_binaries() -> Result<Binaries, String> {
@@ -130,7 +148,7 @@ fn build_binaries() -> Result<Binaries, String> {
         })
         .unwrap_or_else(|| root.join("target"));
     let mut binaries = Binaries::new();
-    for name in [RESOLVER, AGENT] {
+    for name in [RESOLVER, AGENT, ANYCASTCTL] {
         let binary = built
             .iter()
             .find(|path| path.file_name().is_some_and(|f| f == name))
@@ -174,6 +192,31 @@ pub fn resolver_command() -> Command {
 /// and without the default key variable of the tests' own environment.
 pub fn agent_command() -> Command {
     agent_command_for(agent_binary())
+}
+
+/// A command running `anycastctl` against the admin API at `admin` with the
+/// token in `token_file`, without the `ANYCASTCTL_*` variables of the tests'
+/// own environment. Add the subcommand's arguments; run it with
+/// [`run_with_deadline`].
+pub fn anycastctl_command(admin: SocketAddr, token_file: &Path) -> Command {
+    let mut command = anycastctl_bare_command();
+    command
+        .arg("--server")
+        .arg(format!("http://{admin}"))
+        .arg("--token-file")
+        .arg(token_file);
+    command
+}
+
+/// `anycastctl` with no server, no token and none of the `ANYCASTCTL_*`
+/// variables: for tests of its defaults and usage errors.
+pub fn anycastctl_bare_command() -> Command {
+    let mut command = Command::new(anycastctl_binary());
+    for name in ANYCASTCTL_ENV {
+        command.env_remove(name);
+    }
+    command.stdin(Stdio::null());
+    command
 }
 
 /// [`agent_command`] for another build of the agent (say a release build).
@@ -456,6 +499,15 @@ impl Resolver {
         self.daemon
             .logs
             .wait_for(START_DEADLINE, |line| listening_addr(line, "http"))
+    }
+
+    /// The admin API's address (`[admin] listen`), once the resolver has
+    /// logged it (`None` if it does not within [`START_DEADLINE`], e.g.
+    /// without an `[admin]` section).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.daemon
+            .logs
+            .wait_for(START_DEADLINE, |line| listening_addr(line, "admin"))
     }
 
     /// The process id.
