@@ -49,6 +49,17 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     /// The admin API, if enabled.
     pub admin: Option<AdminConfig>,
+    /// Resolver-wide probe settings.
+    pub probe: ProbeConfig,
+}
+
+/// Resolver-wide probe settings (per-group ones are in the group).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// The local address probes are sent from, on a host with several; the
+    /// path probed should be the one this resolver's clients use.
+    pub source: Option<IpAddr>,
 }
 
 /// DNS transport settings.
@@ -144,6 +155,7 @@ impl Config {
             forward,
             push,
             admin,
+            probe,
             zones: raw_zones,
             groups: raw_groups,
         } = raw;
@@ -397,6 +409,7 @@ impl Config {
             zones,
             groups,
             admin,
+            probe,
         })
     }
 }
@@ -433,6 +446,8 @@ struct RawConfig {
     #[serde(default)]
     push: RawPush,
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    probe: ProbeConfig,
     #[serde(default, rename = "zone")]
     zones: Vec<RawZone>,
     #[serde(default, rename = "group")]

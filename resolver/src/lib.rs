@@ -234,6 +234,7 @@ pub async fn run(
     probe::start(
         membership.subscribe(),
         probes.clone(),
+        config.probe.source,
         shutdown.clone(),
         &tasks,
     )?;

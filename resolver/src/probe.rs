@@ -97,15 +97,19 @@ impl ProbeBoard {
 /// changes: tasks start for new members and for groups whose settings
 /// changed, and stop for members that left. What was measured of a member
 /// stays on the board across such restarts.
+/// `source`: the local address probes are sent from (`None`: the system's
+/// choice).
 pub fn start(
     mut directory: watch::Receiver<Arc<Directory>>,
     board: Arc<ProbeBoard>,
+    source: Option<std::net::IpAddr>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .redirect(reqwest::redirect::Policy::none())
+        .local_address(source)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build the probe HTTP client: {e}"))?;
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
