@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the programs the tests use when they are missing: dig (dnsutils),
 # curl, a C compiler (the shim's tests build small C programs), valgrind (the
-# shim's memory checks) and python3. Needs root (apt-get); does nothing when
-# everything is present.
+# shim's memory checks), python3, and headless Chromium with its WebDriver
+# (chromium, chromium-driver: the dashboard's browser test). Needs root
+# (apt-get); does nothing when everything is present.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,8 @@ command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v getent >/dev/null 2>&1 || need+=(libc-bin)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

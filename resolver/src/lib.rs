@@ -179,6 +179,9 @@ pub async fn run(
     // SIGHUP's default action is to terminate: catch it before anything else.
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
+    // The recorder first: hickory-resolver registers its cache counters when
+    // the forwarder is built, and binds them to whatever recorder is there.
+    let metrics = telemetry::install();
     let forwarder = Forwarder::new(&config.forward)?;
     let membership = Arc::new(Membership::new(
         config.zones.clone(),
@@ -188,7 +191,6 @@ pub async fn run(
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
     let probes = Arc::new(ProbeBoard::new());
     let answers = Arc::new(AnswerTally::default());
-    let metrics = telemetry::install();
     let authorities =
         authority::Authorities::new(membership.clone(), pushes.clone(), forwarder.clone())?;
     let front = Arc::new(DnsFront::new(
