@@ -15,10 +15,14 @@
 //!   busy name is refreshed about once per `cache_ttl` and queries never wait;
 //! * refreshes revalidate with `If-None-Match`: an unchanged group costs a
 //!   304;
-//! * concurrent refreshes of one group are one fetch (single flight);
+//! * concurrent refreshes of one group are one fetch (single flight), and
+//!   everyone waiting shares its outcome, failure included; a failing
+//!   authority is asked again at most once a second per group;
 //! * when the authority cannot be reached, the last view keeps answering for
 //!   up to `max_stale` (serve-stale, in the spirit of RFC 8767), with a log
 //!   line (at most once a minute per group) and a counter; past it, SERVFAIL.
+//!   A query never waits more than 500 ms for a refresh when a stale view
+//!   exists.
 //!
 //! The authority is the zone's `authority` URL, or, without one, found in DNS:
 //! a TXT record `_anycast.<zone>` holding `url=...`, looked up through the
@@ -44,6 +48,15 @@ use crate::push::{MemberPush, PushBoard};
 /// How often a serve-stale line is logged per group, at most.
 const STALE_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// A failed attempt is not repeated for this long (RFC 8767's failure
+/// recheck): callers meanwhile share its outcome.
+const FAILURE_RECHECK: Duration = Duration::from_secs(1);
+
+/// A query with a stale view waits this long for a refresh, then is answered
+/// from the stale view while the refresh goes on (RFC 8767 suggests 1.8 s at
+/// most).
+const STALE_ANSWER_AFTER: Duration = Duration::from_millis(500);
+
 /// Groups cached per local resolver, at most.
 const MAX_GROUPS: u64 = 100_000;
 
@@ -58,12 +71,18 @@ pub enum Known {
     Unavailable,
 }
 
-/// One fetch's outcome.
+/// What is cached of one group: the last good view, and the last attempt.
 #[derive(Debug, Clone)]
 struct Fetched {
-    at: Instant,
+    /// When the authority last answered (`None`: never).
+    at: Option<Instant>,
     etag: Option<String>,
     found: bool,
+    /// When it was last asked, and why that failed if it did: every caller
+    /// waiting on one attempt shares its outcome, and a failing authority is
+    /// asked again only after [`FAILURE_RECHECK`].
+    attempted: Instant,
+    error: Option<String>,
 }
 
 /// The authority's answer, the part a local resolver uses.
@@ -125,66 +144,118 @@ impl Authorities {
     }
 
     /// Makes sure `group` (a group name of `zone`) is known as well as it can
-    /// be now; fetches it if needed. Never waits longer than one fetch.
+    /// be now; fetches it if needed. A query waits for at most one fetch
+    /// (the authority client's 2 s timeout) when nothing is cached, and at
+    /// most [`STALE_ANSWER_AFTER`] when a stale view is.
     pub async fn ensure(self: &Arc<Self>, group: &AnycastName, zone: &LocalZone) -> Known {
         let now = Instant::now();
-        let known = |f: &Fetched| {
-            if f.found {
-                Known::Group
-            } else {
-                Known::NoGroup
+        let cached = self.groups.get(group).await;
+        let age = |f: &Fetched| f.at.map(|at| now.saturating_duration_since(at));
+        if let Some(f) = &cached
+            && let Some(age) = age(f)
+            && age < zone.cache_ttl
+        {
+            if age > zone.cache_ttl.mul_f64(0.75) {
+                self.refresh_in_background(group, zone);
             }
-        };
-        match self.groups.get(group).await {
-            Some(f) if now.saturating_duration_since(f.at) < zone.cache_ttl => {
-                if now.saturating_duration_since(f.at) > zone.cache_ttl.mul_f64(0.75) {
-                    let (this, group, zone) = (self.clone(), group.clone(), zone.clone());
-                    tokio::spawn(async move {
-                        let _ = this.refresh(&group, &zone).await;
-                    });
+            return known(f);
+        }
+        let outcome = match &cached {
+            // A stale view: wait briefly for the refresh, else answer from it.
+            Some(stale) if stale.at.is_some() => {
+                let refresh = self.refresh_in_background(group, zone);
+                match tokio::time::timeout(STALE_ANSWER_AFTER, refresh).await {
+                    Ok(Ok(f)) => f,
+                    _ => stale.clone(),
                 }
-                known(&f)
             }
-            cached => match self.refresh(group, zone).await {
-                Ok(f) => known(&f),
-                Err(error) => match cached {
-                    Some(stale) if now.saturating_duration_since(stale.at) <= zone.max_stale => {
-                        self.log_stale(group, &error, now.saturating_duration_since(stale.at));
-                        crate::telemetry::served_stale();
-                        known(&stale)
-                    }
-                    _ => {
-                        warn!(%group, %error, "authority unreachable and nothing usable cached: SERVFAIL");
-                        Known::Unavailable
-                    }
-                },
-            },
+            _ => self.refresh(group, zone).await,
+        };
+        match (&outcome.error, age(&outcome)) {
+            (None, Some(age)) if age < zone.cache_ttl => known(&outcome),
+            (_, Some(age)) if age <= zone.max_stale => {
+                let reason = outcome.error.as_deref().unwrap_or("refresh still running");
+                self.log_stale(group, reason, age);
+                crate::telemetry::served_stale();
+                known(&outcome)
+            }
+            _ => {
+                warn!(
+                    %group,
+                    error = outcome.error.as_deref().unwrap_or("no usable view"),
+                    "authority unreachable and nothing usable cached: SERVFAIL"
+                );
+                Known::Unavailable
+            }
         }
     }
 
-    /// Fetches `group` unless another caller just did (single flight).
-    async fn refresh(&self, group: &AnycastName, zone: &LocalZone) -> Result<Fetched, String> {
+    /// Starts a refresh that goes on whether or not anyone waits for it.
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        group: &AnycastName,
+        zone: &LocalZone,
+    ) -> tokio::task::JoinHandle<Fetched> {
+        let (this, group, zone) = (self.clone(), group.clone(), zone.clone());
+        tokio::spawn(async move { this.refresh(&group, &zone).await })
+    }
+
+    /// Asks the authority unless another caller just did (single flight:
+    /// callers queued behind an attempt share its outcome, success or
+    /// failure).
+    async fn refresh(&self, group: &AnycastName, zone: &LocalZone) -> Fetched {
+        let started = Instant::now();
         let result = self
             .groups
             .entry(group.clone())
-            .and_try_compute_with(|current| {
+            .and_compute_with(|current| {
                 let current = current.map(|e| e.into_value());
                 async move {
-                    // Someone refreshed while this caller waited its turn.
-                    if let Some(c) = &current
-                        && c.at.elapsed() < zone.cache_ttl.mul_f64(0.5)
-                    {
-                        return Ok(Op::Nop);
+                    if let Some(c) = &current {
+                        // An attempt finished while this caller waited its turn.
+                        if c.attempted >= started {
+                            return Op::Nop;
+                        }
+                        let fresh =
+                            c.at.is_some_and(|at| at.elapsed() < zone.cache_ttl.mul_f64(0.5));
+                        let failed_recently =
+                            c.error.is_some() && c.attempted.elapsed() < FAILURE_RECHECK;
+                        if fresh || failed_recently {
+                            return Op::Nop;
+                        }
                     }
-                    self.fetch(group, zone, current.as_ref()).await.map(Op::Put)
+                    let attempted = Instant::now();
+                    Op::Put(match self.fetch(group, zone, current.as_ref()).await {
+                        Ok(f) => f,
+                        Err(error) => match current {
+                            Some(c) => Fetched {
+                                attempted,
+                                error: Some(error),
+                                ..c
+                            },
+                            None => Fetched {
+                                at: None,
+                                etag: None,
+                                found: false,
+                                attempted,
+                                error: Some(error),
+                            },
+                        },
+                    })
                 }
             })
-            .await?;
+            .await;
         match result {
             CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
-                Ok(e.into_value())
+                e.into_value()
             }
-            CompResult::Removed(_) | CompResult::StillNone(_) => Err("no cached entry".to_owned()),
+            CompResult::Removed(_) | CompResult::StillNone(_) => Fetched {
+                at: None,
+                etag: None,
+                found: false,
+                attempted: Instant::now(),
+                error: Some("nothing cached".to_owned()),
+            },
         }
     }
 
@@ -215,7 +286,9 @@ impl Authorities {
             && let Some(previous) = previous
         {
             return Ok(Fetched {
-                at: now,
+                at: Some(now),
+                attempted: now,
+                error: None,
                 ..previous.clone()
             });
         }
@@ -224,9 +297,11 @@ impl Authorities {
                 info!(%group, "the authority has no such group");
             }
             return Ok(Fetched {
-                at: now,
+                at: Some(now),
                 etag: None,
                 found: false,
+                attempted: now,
+                error: None,
             });
         }
         if !status.is_success() {
@@ -255,9 +330,11 @@ impl Authorities {
             }
         }
         Ok(Fetched {
-            at: now,
+            at: Some(now),
             etag,
             found: true,
+            attempted: now,
+            error: None,
         })
     }
 
@@ -298,5 +375,13 @@ impl Authorities {
             logged.insert(group.clone(), now);
             warn!(%group, %error, age_s = age.as_secs_f64(), "authority unreachable: serving the last view (stale)");
         }
+    }
+}
+
+fn known(f: &Fetched) -> Known {
+    if f.found {
+        Known::Group
+    } else {
+        Known::NoGroup
     }
 }
