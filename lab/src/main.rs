@@ -1,3 +1,295 @@
-//! `anycast-lab`: the testbed (being built).
+//! `anycast-lab`: the testbed. Replicated servers with load and emulated
+//! path delay on loopback, the real `anycast-resolver` and one real
+//! `anycast-agent` per server, clients that resolve through real DNS
+//! queries, and a comparison of server-selection policies on the same
+//! scenario and seed (see `lab/README.md`).
+//!
+//! * [`scenario`]: the scenario file (TOML), validated.
+//! * [`server`]: a simulated server: workers, service times, background load.
+//! * [`proxy`]: the emulated path, a delaying TCP proxy per server.
+//! * [`procs`]: finding, starting and killing the resolver and agents.
+//! * [`dns`], [`client`]: the clients, their DNS stub and their fetches.
+//! * [`policy`]: the policies and the names they resolve.
+//! * [`lab`]: one run, start to finish; [`report`]: table, CSVs, chart.
+//! * [`baseline`]: a plain hickory authoritative server, the DNS baseline.
 
-fn main() {}
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod baseline;
+mod client;
+mod dns;
+mod lab;
+mod policy;
+mod procs;
+mod proxy;
+mod report;
+mod scenario;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::policy::Policy;
+use crate::procs::Binaries;
+use crate::scenario::Scenario;
+
+/// The built-in scenario of `anycast-lab demo`: the paper's setting.
+const PAPER: &str = include_str!("../scenarios/paper.toml");
+
+/// How long each policy of the demo runs.
+const DEMO_POLICY: Duration = Duration::from_secs(10);
+
+/// Testbed for application-layer anycast: replicated servers with load and
+/// path delay on loopback, the real resolver and agents, clients, and a
+/// comparison of server-selection policies.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, clap::Args)]
+struct BinArgs {
+    /// The anycast-resolver binary (default: next to this program).
+    #[arg(long, value_name = "PATH")]
+    resolver_bin: Option<PathBuf>,
+    /// The anycast-agent binary (default: next to this program).
+    #[arg(long, value_name = "PATH")]
+    agent_bin: Option<PathBuf>,
+    /// Under `cargo run`, do not build the resolver and agent first.
+    #[arg(long)]
+    no_build: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a scenario: every policy in turn, then the table, CSVs and chart.
+    Run {
+        /// The scenario file (see lab/scenarios/paper.toml).
+        scenario: PathBuf,
+        /// Put this DNS server in the resolver's place (one policy, "external").
+        #[arg(long, value_name = "ADDR")]
+        dns: Option<SocketAddr>,
+        /// With --dns: run agents pushing to this URL (key from ANYCAST_PUSH_KEY).
+        #[arg(long, value_name = "URL", requires = "dns")]
+        push_url: Option<String>,
+        /// Run these policies (comma-separated) instead of the scenario's.
+        #[arg(long, value_delimiter = ',', value_name = "LIST")]
+        policies: Option<Vec<Policy>>,
+        /// Run each policy this long instead (load schedules scale along), e.g. "20s".
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Where results go.
+        #[arg(long, default_value = "lab-out", value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        bins: BinArgs,
+    },
+    /// About a minute on the built-in paper scenario: random, nearest,
+    /// hybrid, default and oracle, 10 s each.
+    Demo {
+        /// Where results go.
+        #[arg(long, default_value = "lab-out", value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        bins: BinArgs,
+    },
+    /// Validate a scenario (and, if the binaries are found, the resolver and
+    /// agent configurations the lab would generate from it).
+    Check {
+        /// The scenario file.
+        scenario: PathBuf,
+        #[command(flatten)]
+        bins: BinArgs,
+    },
+    /// Serve a plain hickory authoritative zone (bench.example.), the
+    /// baseline of scripts/bench-dns.sh.
+    BaselineDns {
+        /// Address for UDP and TCP.
+        #[arg(long, default_value = "127.0.0.1:5399", value_name = "ADDR")]
+        listen: SocketAddr,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    anycast_config_file::parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration (write e.g. \"20s\")"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    // The baseline server runs until stopped; everything else is cut short.
+    let stopping_is_normal = matches!(args.command, Cmd::BaselineDns { .. });
+    let result = runtime.block_on(async {
+        let main = command(args.command, shutdown.clone());
+        tokio::select! {
+            result = main => result,
+            _ = interrupted() => {
+                // Dropping the run drops its children's guards: they are killed.
+                shutdown.cancel();
+                if stopping_is_normal {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("interrupted"))
+                }
+            }
+        }
+    });
+    // Do not wait for stragglers (a server task blocked on a slow client).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn binaries(bins: BinArgs) -> anyhow::Result<Binaries> {
+    Binaries::locate(bins.resolver_bin, bins.agent_bin, !bins.no_build)
+}
+
+async fn command(cmd: Cmd, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Run {
+            scenario,
+            dns,
+            push_url,
+            policies,
+            duration,
+            out,
+            bins,
+        } => {
+            let mut scenario = Scenario::read(&scenario)?;
+            if let Some(d) = duration {
+                scenario = scenario.with_duration(d);
+            }
+            let binaries = if dns.is_some() && push_url.is_none() {
+                None
+            } else {
+                Some(binaries(bins)?)
+            };
+            if let Some(list) = &policies
+                && list.contains(&Policy::External)
+            {
+                anyhow::bail!("the \"external\" policy is chosen with --dns");
+            }
+            let outcome = lab::run(
+                &scenario,
+                lab::Options {
+                    out: out.clone(),
+                    dns,
+                    push_url,
+                    binaries,
+                    policies,
+                    print: true,
+                },
+                shutdown,
+            )
+            .await?;
+            eprintln!(
+                "took {:.0} s; chart: {}; per-request results: {}",
+                outcome.took.as_secs_f64(),
+                outcome.chart.display(),
+                out.join("results.csv").display()
+            );
+            Ok(())
+        }
+        Cmd::Demo { out, bins } => {
+            let binaries = binaries(bins)?;
+            let mut scenario = Scenario::from_toml(PAPER, Path::new("lab/scenarios/paper.toml"))?
+                .with_duration(DEMO_POLICY);
+            scenario.settle = Duration::from_secs(2);
+            scenario.policies = Policy::DEMO.to_vec();
+            eprintln!(
+                "anycast-lab demo: {} servers (path RTT {}), {} clients; {} for {:?} each \
+                 (the full comparison: anycast-lab run lab/scenarios/paper.toml)",
+                scenario.servers.len(),
+                scenario
+                    .servers
+                    .iter()
+                    .map(|s| format!("{} ms", s.rtt.as_millis()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                scenario.clients.count,
+                scenario
+                    .policies
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                scenario.duration
+            );
+            let outcome = lab::run(
+                &scenario,
+                lab::Options {
+                    out: out.clone(),
+                    dns: None,
+                    push_url: None,
+                    binaries: Some(binaries),
+                    policies: None,
+                    print: true,
+                },
+                shutdown,
+            )
+            .await?;
+            eprintln!(
+                "(10 s per policy is too short for the overload to build much queue: the demo \
+                 shows the machinery; docs/results.md has the full comparison)"
+            );
+            eprintln!(
+                "took {:.0} s; chart: {} (open it in a browser); per-request results: {}",
+                outcome.took.as_secs_f64(),
+                outcome.chart.display(),
+                out.join("results.csv").display()
+            );
+            Ok(())
+        }
+        Cmd::Check { scenario, bins } => {
+            let scenario = Scenario::read(&scenario)?;
+            let binaries = binaries(bins).ok();
+            print!("{}", lab::check(&scenario, binaries.as_ref()).await?);
+            if binaries.is_none() {
+                println!("  (resolver and agent not found: their configurations were not checked)");
+            }
+            Ok(())
+        }
+        Cmd::BaselineDns { listen } => baseline::serve(listen, shutdown).await,
+    }
+}

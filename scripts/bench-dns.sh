@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# DNS throughput of anycast-resolver under dnsperf, on loopback, against a
+# plain hickory-server authoritative answer as the baseline.
+#
+#   scripts/bench-dns.sh                 # 10 s per measurement
+#   DURATION=30 scripts/bench-dns.sh     # longer
+#   nice -n -10 scripts/bench-dns.sh     # on a machine other work shares
+#
+# Measures, each for DURATION seconds with the same dnsperf load (as fast as
+# the server answers, then at a fixed RATE for the latency of an unsaturated
+# server):
+#   adn        web.any.example.net A        answered by the resolver (metric rt)
+#   static     cost.web.any.example.net A   answered by the resolver (a static metric)
+#   forwarded  www.bench.example A          forwarded by the resolver, from its cache
+#   baseline   www.bench.example A          hickory's Catalog over an in-memory zone
+#                                           (`anycast-lab baseline-dns`), asked directly
+# The baseline server is also the resolver's upstream, so the forwarded name
+# is answered from the resolver's cache after the first query.
+#
+# Installs dnsperf with apt-get if it is missing (Debian package dnsperf).
+# Everything runs on 127.0.0.1; the script stops what it started on exit.
+# Prints a Markdown table: saturated queries per second with the mean latency
+# at that load, then the mean and the maximum latency at RATE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+# dnsperf: simulated clients, threads, queries in flight.
+CLIENTS=${CLIENTS:-8}
+THREADS=${THREADS:-1}
+INFLIGHT=${INFLIGHT:-100}
+# Queries per second of the unsaturated (latency) measurement.
+RATE=${RATE:-5000}
+
+if ! command -v dnsperf >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "dnsperf is missing: apt-get install dnsperf (as root)" >&2
+        exit 1
+    fi
+    echo "installing dnsperf" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf >/dev/null
+fi
+
+cargo build --release -j2 -q -p anycast-resolver -p anycast-lab
+bin=target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Waits for a `listening on ADDR listener="NAME"` line in LOG; prints ADDR.
+listening() {
+    local log=$1 name=$2
+    for _ in $(seq 100); do
+        local addr
+        addr=$(sed -n "s/.*listening on \([0-9.:]*\) listener=\"$name\".*/\1/p" "$log" | head -n1)
+        if [ -n "$addr" ]; then
+            echo "$addr"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "no $name address in $log:" >&2
+    cat "$log" >&2
+    return 1
+}
+
+"$bin/anycast-lab" baseline-dns --listen 127.0.0.1:0 2>"$work/baseline.log" &
+pids+=($!)
+baseline=$(listening "$work/baseline.log" dns-udp)
+
+# Three members nothing listens on: probes are refused at once, the members
+# are down and answers use the fallback (every member considered). The
+# selection does the same work per query as with measured members.
+cat >"$work/resolver.toml" <<EOF
+[dns]
+listen = ["127.0.0.1:0"]
+[http]
+listen = "127.0.0.1:0"
+[forward]
+upstreams = ["$baseline"]
+[[zone]]
+name = "any.example.net"
+[[group]]
+service = "web"
+[[group.member]]
+address = "127.0.1.1"
+cost = 5
+[[group.member]]
+address = "127.0.1.2"
+cost = 30
+[[group.member]]
+address = "127.0.1.3"
+cost = 80
+EOF
+NO_COLOR=1 "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log" &
+pids+=($!)
+resolver=$(listening "$work/resolver.log" dns-udp)
+
+# dnsperf against ADDR for NAME (extra dnsperf arguments after it); prints
+# "qps mean_s max_s lost".
+measure() {
+    local addr=$1 name=$2 out="$work/dnsperf.out"
+    shift 2
+    echo "$name A" >"$work/queries"
+    dnsperf -s "${addr%:*}" -p "${addr##*:}" -d "$work/queries" -l "$DURATION" \
+        -c "$CLIENTS" -T "$THREADS" -q "$INFLIGHT" "$@" >"$out" 2>&1 || {
+        cat "$out" >&2
+        return 1
+    }
+    local qps mean max lost
+    qps=$(awk '/Queries per second:/ {print $4}' "$out")
+    mean=$(awk '/Average Latency \(s\):/ {print $4}' "$out")
+    max=$(awk '/Average Latency \(s\):/ {gsub(/\)/, "", $8); print $8}' "$out")
+    lost=$(awk '/Queries lost:/ {print $3}' "$out")
+    printf '%s %s %s %s\n' "$qps" "$mean" "$max" "$lost"
+}
+
+# Warm the forwarding cache.
+dnsperf -s 127.0.0.1 -p "${resolver##*:}" -d <(echo "www.bench.example A") -n 1 >/dev/null 2>&1 || true
+
+echo "dnsperf: $CLIENTS clients, $THREADS thread(s), $INFLIGHT in flight, ${DURATION} s each; $(nproc) cores" >&2
+printf '| what | name | queries/s (saturated) | mean latency there | mean latency at %s/s | max latency at %s/s | lost |\n' "$RATE" "$RATE"
+printf '|---|---|---|---|---|---|---|\n'
+row() {
+    local what=$1 addr=$2 name=$3
+    read -r qps mean _ lost < <(measure "$addr" "$name")
+    read -r _ rmean rmax rlost < <(measure "$addr" "$name" -Q "$RATE")
+    awk -v w="$what" -v n="$name" -v q="$qps" -v m="$mean" -v rm="$rmean" -v rx="$rmax" \
+        -v l="$((lost + rlost))" \
+        'BEGIN { printf "| %s | `%s` | %.0f | %.3f ms | %.3f ms | %.2f ms | %s |\n", w, n, q, m * 1000, rm * 1000, rx * 1000, l }'
+}
+row "anycast name (rt)" "$resolver" web.any.example.net
+row "anycast name, static metric" "$resolver" cost.web.any.example.net
+row "forwarded, cached" "$resolver" www.bench.example
+row "baseline: hickory Catalog, in-memory zone" "$baseline" www.bench.example
