@@ -14,90 +14,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
-use anycast_tests::harness::{Agent, Resolver, query_udp};
+use anycast_tests::bed::{
+    ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, start_agent,
+};
+use anycast_tests::harness::{Resolver, query_udp};
 use anycast_tests::http;
 use anycast_tests::web::WebServer;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
-
-const KEY_ID: &str = "k1";
-const KEY_ENV: &str = "ESTIMATION_TEST_PUSH_KEY";
-const SECRET: &str = "estimation-test-shared-secret";
-const ADN: &str = "web.any.example.net";
-const PROBE_PATH: &str = ".well-known/anycast-probe.json";
-
-/// Probe interval of the test resolver.
-const PROBE_INTERVAL: Duration = Duration::from_millis(300);
-/// Push heartbeat of the test agents (and the resolver's expectation).
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// Least time between two pushes of one agent.
-const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// Smoothing time constant of the test agents.
-const TAU: Duration = Duration::from_millis(300);
-
-/// A member: its web server and its agent.
-struct Member {
-    web: WebServer,
-    _docroot: tempfile::TempDir,
-    agent: Option<Agent>,
-}
-
-impl Member {
-    /// A web server on `ip` (free port) with `delay`, and its agent.
-    fn start(ip: &str, delay: Duration, resolver_http: Option<SocketAddr>) -> Member {
-        let docroot = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(docroot.path().join(".well-known")).unwrap();
-        let web = WebServer::with_docroot(format!("{ip}:0"), docroot.path()).unwrap();
-        web.set_delay(delay);
-        let agent = resolver_http.map(|http| start_agent(&web, docroot.path(), http));
-        Member {
-            web,
-            _docroot: docroot,
-            agent,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        self.web.addr().to_string()
-    }
-}
-
-fn start_agent(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> Agent {
-    let toml = format!(
-        r#"
-server = "{server}"
-groups = ["{ADN}"]
-push_urls = ["http://{resolver_http}/v1/push"]
-
-[key]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-
-[active]
-url = "{url}"
-interval = "50ms"
-timeout = "1s"
-
-[smoothing]
-time_constant = "{tau}ms"
-
-[probe_file]
-path = "{probe}"
-size = 256
-
-[push]
-min_interval = "{min_push}ms"
-heartbeat = "{heartbeat}ms"
-"#,
-        server = web.addr(),
-        url = web.url(),
-        tau = TAU.as_millis(),
-        probe = docroot.join(PROBE_PATH).display(),
-        min_push = MIN_PUSH_INTERVAL.as_millis(),
-        heartbeat = HEARTBEAT.as_millis(),
-    );
-    Agent::start(&toml, &[(KEY_ENV, SECRET)])
-}
 
 fn resolver_toml(members: &[SocketAddr]) -> String {
     let mut toml = format!(
@@ -146,13 +70,13 @@ impl Bed {
     fn start(delays: &[(&str, u64)]) -> Bed {
         let mut members: Vec<Member> = delays
             .iter()
-            .map(|(ip, ms)| Member::start(ip, Duration::from_millis(*ms), None))
+            .map(|(ip, ms)| Member::start(ip, Duration::from_millis(*ms)))
             .collect();
         let endpoints: Vec<SocketAddr> = members.iter().map(|m| m.web.addr()).collect();
         let resolver = Resolver::start_with(&resolver_toml(&endpoints), &[], &[(KEY_ENV, SECRET)]);
         let http = resolver.http_addr().unwrap();
         for m in &mut members {
-            m.agent = Some(start_agent(&m.web, m._docroot.path(), http));
+            m.start_agent(http);
         }
         Bed { resolver, members }
     }
@@ -316,7 +240,7 @@ fn a_killed_member_leaves_within_the_health_bound_and_returns() {
     // the agent also reports it down. 3 s is the target with defaults.
     let killed = Instant::now();
     let member = bed.members.remove(1);
-    let docroot = member._docroot;
+    let docroot = member.docroot;
     let agent = member.agent;
     drop(member.web);
     let left = wait_until(Duration::from_secs(3), || {
@@ -383,8 +307,8 @@ impl Liar {
 #[test]
 fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
     // An honest 20 ms server, and a 40 ms server whose "agent" claims 4 ms.
-    let honest = Member::start("127.0.15.1", Duration::from_millis(20), None);
-    let liar_member = Member::start("127.0.15.2", Duration::from_millis(40), None);
+    let honest = Member::start("127.0.15.1", Duration::from_millis(20));
+    let liar_member = Member::start("127.0.15.2", Duration::from_millis(40));
     let endpoints = [honest.web.addr(), liar_member.web.addr()];
     let resolver = Resolver::start_with(&resolver_toml(&endpoints), &[], &[(KEY_ENV, SECRET)]);
     let http_addr = resolver.http_addr().unwrap();
@@ -394,7 +318,7 @@ fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
     };
     let _honest_agent = start_agent(
         &bed.members[0].web,
-        bed.members[0]._docroot.path(),
+        bed.members[0].docroot.path(),
         http_addr,
     );
     let mut liar = Liar {
@@ -402,7 +326,7 @@ fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
         server: liar_member.endpoint(),
         seq: 0,
     };
-    liar.report(http_addr, liar_member._docroot.path(), 4.0);
+    liar.report(http_addr, liar_member.docroot.path(), 4.0);
 
     // Bound: once the liar has been probed twice (two probe intervals,
     // 600 ms, plus jitter), its SF is RT / 4 ms and its estimate RT_est =
@@ -421,7 +345,7 @@ fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
         "the lie is absorbed: estimate {est} ms for a 40 ms server: {m:#}"
     );
     // A fresh lie pushed now still predicts the true time.
-    liar.report(http_addr, liar_member._docroot.path(), 4.0);
+    liar.report(http_addr, liar_member.docroot.path(), 4.0);
     let answers = bed.answers(&format!("rt.{ADN}"), 50);
     assert!(
         !answers.contains_key(&liar_member.web.addr().ip()),

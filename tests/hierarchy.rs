@@ -43,6 +43,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::ServerState;
+use anycast_tests::bed::{
+    self, ADN, HEARTBEAT, KEY_ENV, KEY_ID, PROBE_INTERVAL, PROBE_PATH, SECRET,
+};
 use anycast_tests::harness::{
     Agent, Resolver, anycastctl_command, decode, encode, query_message, query_tcp, query_udp,
     receive_from, run_with_deadline,
@@ -56,27 +59,13 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::Value;
 
 const ZONE: &str = "any.example.net";
-/// The group every test uses.
-const ADN: &str = "web.any.example.net";
 /// The name clients ask: metric `rt` of the group.
 const RT_NAME: &str = "rt.web.any.example.net";
-const KEY_ID: &str = "k1";
-const KEY_ENV: &str = "HIERARCHY_TEST_PUSH_KEY";
-const SECRET: &str = "hierarchy-test-shared-secret";
-const PROBE_PATH: &str = ".well-known/anycast-probe.json";
 /// The admin token of the authority (at least 16 characters).
 const TOKEN: &str = "hierarchy-e2e-token-0123456789ab";
 /// `[forward] upstreams` of resolvers that never forward: the discard port.
 const NO_UPSTREAM: &str = "127.0.0.1:9";
 
-/// Probe interval of the group (the authority's spec, which locals adopt).
-const PROBE_INTERVAL: Duration = Duration::from_millis(300);
-/// Push heartbeat of the test agents (and the group's expectation).
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// Least time between two pushes of one agent.
-const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// Smoothing time constant of the test agents.
-const TAU: Duration = Duration::from_millis(300);
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -131,40 +120,11 @@ impl Member {
 
     /// Starts the member's agent, pushing to `authority_http`.
     fn start_agent(&mut self, authority_http: SocketAddr) {
-        let toml = format!(
-            r#"
-server = "{server}"
-groups = ["{ADN}"]
-push_urls = ["http://{authority_http}/v1/push"]
-
-[key]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-
-[active]
-url = "{url}"
-interval = "50ms"
-timeout = "1s"
-
-[smoothing]
-time_constant = "{tau}ms"
-
-[probe_file]
-path = "{probe}"
-size = 256
-
-[push]
-min_interval = "{min_push}ms"
-heartbeat = "{heartbeat}ms"
-"#,
-            server = self.web.addr(),
-            url = self.web.url(),
-            tau = TAU.as_millis(),
-            probe = self.docroot.path().join(PROBE_PATH).display(),
-            min_push = MIN_PUSH_INTERVAL.as_millis(),
-            heartbeat = HEARTBEAT.as_millis(),
-        );
-        self.agent = Some(Agent::start(&toml, &[(KEY_ENV, SECRET)]));
+        self.agent = Some(bed::start_agent(
+            &self.web,
+            self.docroot.path(),
+            authority_http,
+        ));
     }
 }
 

@@ -25,9 +25,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
+use anycast_tests::bed::{
+    ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, start_agent,
+};
 use anycast_tests::harness::{
-    ANSWER_TIMEOUT, Agent, Resolver, exchange_udp, query_message, raw_header, send_udp_from,
-    with_edns, workspace_root,
+    ANSWER_TIMEOUT, Resolver, exchange_udp, query_message, raw_header, send_udp_from, with_edns,
+    workspace_root,
 };
 use anycast_tests::http;
 use anycast_tests::upstream::{Upstream, example_zone};
@@ -38,21 +41,7 @@ use hickory_proto::rr::{RData, RecordType};
 use prometheus_parse::{Sample, Scrape, Value as Metric};
 use serde_json::{Value, json};
 
-const KEY_ID: &str = "k1";
-const KEY_ENV: &str = "OBSERVABILITY_TEST_PUSH_KEY";
-const SECRET: &str = "observability-test-shared-secret";
 const ZONE: &str = "any.example.net";
-const ADN: &str = "web.any.example.net";
-const PROBE_PATH: &str = ".well-known/anycast-probe.json";
-
-/// Probe interval of the resolvers of the status and dashboard tests.
-const PROBE_INTERVAL: Duration = Duration::from_millis(300);
-/// Push heartbeat of the test agents (and the resolver's expectation).
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// Least time between two pushes of one agent.
-const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// Smoothing time constant of the test agents.
-const TAU: Duration = Duration::from_millis(300);
 
 /// Set to `1` to write the dashboard's screenshot to `docs/dashboard.png`.
 const SAVE_SCREENSHOT_ENV: &str = "ANYCAST_SAVE_SCREENSHOT";
@@ -60,56 +49,6 @@ const SAVE_SCREENSHOT_ENV: &str = "ANYCAST_SAVE_SCREENSHOT";
 // ---------------------------------------------------------------------------
 // A bed of members (web server + agent) and a resolver, as in estimation.rs
 // ---------------------------------------------------------------------------
-
-/// A member: its web server and its agent.
-struct Member {
-    web: WebServer,
-    _docroot: tempfile::TempDir,
-    _agent: Option<Agent>,
-}
-
-impl Member {
-    fn endpoint(&self) -> String {
-        self.web.addr().to_string()
-    }
-}
-
-fn start_agent(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> Agent {
-    let toml = format!(
-        r#"
-server = "{server}"
-groups = ["{ADN}"]
-push_urls = ["http://{resolver_http}/v1/push"]
-
-[key]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-
-[active]
-url = "{url}"
-interval = "50ms"
-timeout = "1s"
-
-[smoothing]
-time_constant = "{tau}ms"
-
-[probe_file]
-path = "{probe}"
-size = 256
-
-[push]
-min_interval = "{min_push}ms"
-heartbeat = "{heartbeat}ms"
-"#,
-        server = web.addr(),
-        url = web.url(),
-        tau = TAU.as_millis(),
-        probe = docroot.join(PROBE_PATH).display(),
-        min_push = MIN_PUSH_INTERVAL.as_millis(),
-        heartbeat = HEARTBEAT.as_millis(),
-    );
-    Agent::start(&toml, &[(KEY_ENV, SECRET)])
-}
 
 /// A resolver config with one group `web` of `members`; `group_extra` is
 /// added to the group's table, `forward` replaces the `[forward]` section.
@@ -177,8 +116,8 @@ impl Bed {
                 let agent = start_agent(&web, docroot.path(), api);
                 Member {
                     web,
-                    _docroot: docroot,
-                    _agent: Some(agent),
+                    docroot,
+                    agent: Some(agent),
                 }
             })
             .collect();

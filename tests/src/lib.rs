@@ -11,6 +11,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod bed;
 pub mod harness;
 pub mod http;
 pub mod upstream;

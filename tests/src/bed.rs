@@ -1,0 +1,105 @@
+//! A test bed's replicated servers: a test web server per member, serving
+//! its probe file from a docroot, and the `anycast-agent` that measures it
+//! and pushes to a resolver. Timing settings are shorter than the defaults
+//! so end-to-end suites stay quick; tests derive their bounds from them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::Agent;
+use crate::web::WebServer;
+
+/// The push key's id, shared by the agents and the resolver of a bed.
+pub const KEY_ID: &str = "k1";
+/// The variable the key is passed in (to child processes only).
+pub const KEY_ENV: &str = "ANYCAST_TEST_PUSH_KEY";
+/// The shared secret.
+pub const SECRET: &str = "anycast-test-shared-secret";
+/// The group every bed serves.
+pub const ADN: &str = "web.any.example.net";
+/// Where the probe file is, under a member's docroot and in its URL.
+pub const PROBE_PATH: &str = ".well-known/anycast-probe.json";
+/// Probe interval of the beds' resolvers.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(300);
+/// Push heartbeat of the agents (and the resolver's expectation).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Least time between two pushes of one agent.
+pub const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Smoothing time constant of the agents.
+pub const TAU: Duration = Duration::from_millis(300);
+
+/// A member: its web server, its docroot, and its agent once started.
+#[derive(Debug)]
+pub struct Member {
+    /// The server clients and probes reach.
+    pub web: WebServer,
+    /// Where the agent writes the probe file (kept alive with the member).
+    pub docroot: tempfile::TempDir,
+    /// The agent, if started.
+    pub agent: Option<Agent>,
+}
+
+impl Member {
+    /// A web server on `ip` (free port) answering after `delay`; no agent yet.
+    pub fn start(ip: &str, delay: Duration) -> Member {
+        let docroot = tempfile::tempdir().expect("a temp dir");
+        std::fs::create_dir_all(docroot.path().join(".well-known")).expect("the docroot");
+        let web = WebServer::with_docroot(format!("{ip}:0"), docroot.path()).expect("a web server");
+        web.set_delay(delay);
+        Member {
+            web,
+            docroot,
+            agent: None,
+        }
+    }
+
+    /// `address:port`, as the resolver names the member.
+    pub fn endpoint(&self) -> String {
+        self.web.addr().to_string()
+    }
+
+    /// Starts the member's agent, pushing to `resolver_http`.
+    pub fn start_agent(&mut self, resolver_http: SocketAddr) {
+        self.agent = Some(start_agent(&self.web, self.docroot.path(), resolver_http));
+    }
+}
+
+/// An agent for `web` (active measurement every 50 ms, the probe file in
+/// `docroot`), pushing to `resolver_http` with the bed's timing settings.
+pub fn start_agent(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> Agent {
+    let toml = format!(
+        r#"
+server = "{server}"
+groups = ["{ADN}"]
+push_urls = ["http://{resolver_http}/v1/push"]
+
+[key]
+id = "{KEY_ID}"
+env = "{KEY_ENV}"
+
+[active]
+url = "{url}"
+interval = "50ms"
+timeout = "1s"
+
+[smoothing]
+time_constant = "{tau}ms"
+
+[probe_file]
+path = "{probe}"
+size = 256
+
+[push]
+min_interval = "{min_push}ms"
+heartbeat = "{heartbeat}ms"
+"#,
+        server = web.addr(),
+        url = web.url(),
+        tau = TAU.as_millis(),
+        probe = docroot.join(PROBE_PATH).display(),
+        min_push = MIN_PUSH_INTERVAL.as_millis(),
+        heartbeat = HEARTBEAT.as_millis(),
+    );
+    Agent::start(&toml, &[(KEY_ENV, SECRET)])
+}
