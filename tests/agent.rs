@@ -357,6 +357,37 @@ fn view_follows_a_5x_slowdown_within_the_bound() {
 }
 
 #[test]
+fn a_server_slower_than_the_measurement_timeout_shows_before_any_answer() {
+    // The server goes from 20 ms to 3 s, longer than the agent's 1 s
+    // measurement timeout: no measurement completes any more. Waiting for
+    // answers, the agent would keep its 20 ms reading until three timeouts
+    // (3 s) make it `down`. It sends the elapsed time of the outstanding
+    // measurement every interval (100 ms) instead, a lower bound, so the view
+    // shows the slowdown first. Bound: the first lower bound of 100 ms after
+    // one interval, above 10 x the old reading well before the first timeout
+    // at 1 s; plus the push's min_interval (200 ms) and scheduling slack.
+    let web = web_server("127.0.11.9", Duration::from_millis(20));
+    let (_resolver, api) = start_resolver(&[web.addr()]);
+    let _agent = start_agent(&agent_toml(web.addr(), api, &fast_active(&web.url())));
+    wait_for_push(
+        api,
+        web.addr(),
+        FIRST_PUSH_DEADLINE,
+        "a settled reading of ~20 ms",
+        |p| is_up_within(p, 18.0, 30.0),
+    );
+    web.set_delay(Duration::from_secs(3));
+    const BOUND: Duration = Duration::from_millis(2500);
+    let (slow, took) = wait_for_push(api, web.addr(), BOUND, "up with tufr_ms above 200", |p| {
+        p.state == "up" && p.tufr_ms.is_some_and(|t| t > 200.0)
+    });
+    println!(
+        "outstanding measurement: {:.1} ms in the view after {took:?}, before any answer (bound {BOUND:?})",
+        slow.tufr_ms.unwrap_or_default()
+    );
+}
+
+#[test]
 fn steady_server_pushes_no_more_than_the_heartbeat_allows() {
     // A steady 50 ms and the default tau of 2 s: measurement noise moves the
     // estimate far less than the 10 % (5 ms) threshold, so only heartbeats

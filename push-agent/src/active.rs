@@ -4,6 +4,13 @@
 //! the time from sending it to the first response byte (the response head)
 //! is the server's time until first read plus a negligible constant. A
 //! timeout, a refused connection or a 5xx status is a failed measurement.
+//!
+//! A loaded server makes the measurement itself wait in the queue it
+//! measures: the answer arrives only after the queue has drained, so the
+//! published value would trail the load by the very delay it should report.
+//! While a measurement is outstanding, its elapsed time is therefore sent
+//! every `interval` as a sample: the server's time until first read is at
+//! least that long. When the answer comes, its real time is sent.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +35,26 @@ pub async fn measure(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let sample = match time_once(&client, &config.url, config.timeout).await {
+        let started = Instant::now();
+        let measurement = time_once(&client, &config.url, config.timeout);
+        tokio::pin!(measurement);
+        let mut outstanding = tokio::time::interval_at(
+            tokio::time::Instant::now() + config.interval,
+            config.interval,
+        );
+        let outcome = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = &mut measurement => break outcome,
+                _ = outstanding.tick() => {
+                    // A lower bound, sent while the answer is still awaited.
+                    if samples.send(Sample::Tufr(started.elapsed())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let sample = match outcome {
             Ok(tufr) => Sample::Tufr(tufr),
             Err(reason) => {
                 debug!(url = %config.url, %reason, "measurement failed");
