@@ -31,6 +31,8 @@ const NEGATIVE_TTL: u32 = 7;
 /// Group `web` (answer one, ttl 5): costs 10, 20, 10.
 const WEB: [&str; 3] = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
 const WEB_TTL: u32 = 5;
+/// The resolver's default answer TTL (groups `dual` and `six` set none).
+const DEFAULT_TTL: u32 = 1;
 /// Group `pool` (answer set, ttl 30): costs 1, 1, 5.
 const POOL: [&str; 3] = ["127.0.2.1", "127.0.2.2", "127.0.2.3"];
 const POOL_TTL: u32 = 30;
@@ -622,7 +624,7 @@ fn aaaa_answers_ipv6_members_and_a_answers_ipv4_members() {
                 &response,
                 "random.dual.any.example.net",
                 RecordType::AAAA,
-                5,
+                DEFAULT_TTL,
             );
             assert!(v6.contains(&pick), "{pick} is not an IPv6 member");
             seen.insert(pick);
@@ -635,7 +637,12 @@ fn aaaa_answers_ipv6_members_and_a_answers_ipv4_members() {
             transport,
             10,
         ) {
-            let pick = single_answer(&response, "random.dual.any.example.net", RecordType::A, 5);
+            let pick = single_answer(
+                &response,
+                "random.dual.any.example.net",
+                RecordType::A,
+                DEFAULT_TTL,
+            );
             assert_eq!(pick, ip(DUAL_V4), "A answers only the IPv4 member");
         }
     }
@@ -690,7 +697,12 @@ fn a_on_an_ipv6_only_group_is_nodata_with_soa() {
             RecordType::AAAA,
             transport,
         );
-        let pick = single_answer(&response, "six.any.example.net", RecordType::AAAA, 5);
+        let pick = single_answer(
+            &response,
+            "six.any.example.net",
+            RecordType::AAAA,
+            DEFAULT_TTL,
+        );
         assert_eq!(pick, ip(SIX_V6));
     }
 }
@@ -839,7 +851,7 @@ fn txt_view_of_a_set_group_with_ipv6_members() {
     ));
     assert_eq!(
         lines[0],
-        "group=dual.any.example.net metric=path ttl=5 answer=one members=3"
+        "group=dual.any.example.net metric=path ttl=1 answer=one members=3"
     );
     assert!(all_equivalent_unmeasured(&lines[1]), "{lines:#?}");
     assert_member_lines(

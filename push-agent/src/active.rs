@@ -9,8 +9,8 @@
 //! measures: the answer arrives only after the queue has drained, so the
 //! published value would trail the load by the very delay it should report.
 //! While a measurement is outstanding, its elapsed time is therefore sent
-//! every `interval` as a sample: the server's time until first read is at
-//! least that long. When the answer comes, its real time is sent.
+//! every `interval` as a lower bound (it moves the estimate only when it
+//! exceeds it). When the answer comes, its real time is sent.
 
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ pub async fn measure(
                 outcome = &mut measurement => break outcome,
                 _ = outstanding.tick() => {
                     // A lower bound, sent while the answer is still awaited.
-                    if samples.send(Sample::Tufr(started.elapsed())).await.is_err() {
+                    if samples.send(Sample::AtLeast(started.elapsed())).await.is_err() {
                         return;
                     }
                 }

@@ -46,6 +46,9 @@ use crate::smooth::{Reading, Smoother};
 pub enum Sample {
     /// A measured time until first read.
     Tufr(Duration),
+    /// A measurement still outstanding after this long: the time until first
+    /// read is at least that.
+    AtLeast(Duration),
     /// The server did not answer the measurement.
     Failed,
 }
@@ -235,6 +238,7 @@ async fn smooth_samples(
             sample = samples.recv() => match sample {
                 None => return,
                 Some(Sample::Tufr(t)) => smoother.sample(t, std::time::Instant::now()),
+                Some(Sample::AtLeast(t)) => smoother.at_least(t, std::time::Instant::now()),
                 Some(Sample::Failed) => smoother.failure(),
             },
         }

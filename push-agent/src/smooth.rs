@@ -91,6 +91,19 @@ impl Smoother {
         self.last_sample = Some(now);
     }
 
+    /// Feeds a lower bound taken at `now`: a measurement still outstanding
+    /// after `elapsed`. It says something only when it exceeds the estimate
+    /// (the server is slower than thought), and is then taken as a sample;
+    /// otherwise, and before any estimate, it is ignored.
+    pub fn at_least(&mut self, elapsed: Duration, now: Instant) {
+        if self
+            .estimate_ms
+            .is_some_and(|e| elapsed.as_secs_f64() * 1000.0 > e)
+        {
+            self.sample(elapsed, now);
+        }
+    }
+
     /// Records a failed measurement (timeout, refused, server error).
     pub fn failure(&mut self) {
         self.failures = self.failures.saturating_add(1);
@@ -185,6 +198,23 @@ mod tests {
         // Clamped to 40 ms, then weighted by 1 - 1/e.
         let expected = 10.0 + (1.0 - (-1.0f64).exp()) * 30.0;
         assert!((tufr(&s, t0 + 2000 * MS) - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lower_bounds_count_only_above_the_estimate() {
+        let t0 = Instant::now();
+        let mut s = smoother();
+        s.at_least(50 * MS, t0);
+        assert_eq!(s.reading(t0), None, "no estimate from a bound alone");
+        s.sample(60 * MS, t0);
+        s.at_least(50 * MS, t0 + 100 * MS);
+        assert_eq!(
+            tufr(&s, t0 + 100 * MS),
+            60.0,
+            "a bound below the estimate says nothing"
+        );
+        s.at_least(500 * MS, t0 + 200 * MS);
+        assert!(tufr(&s, t0 + 200 * MS) > 60.0, "a bound above it raises it");
     }
 
     #[test]
