@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::bed::{
-    ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, start_agent,
+    ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, member_toml,
+    start_agent,
 };
 use anycast_tests::harness::{Resolver, query_udp};
 use anycast_tests::http;
@@ -49,11 +50,7 @@ slack = "5ms"
         heartbeat = HEARTBEAT.as_millis(),
     );
     for m in members {
-        toml.push_str(&format!(
-            "[[group.member]]\naddress = \"{}\"\nport = {}\nprobe = \"http://{m}/{PROBE_PATH}\"\n",
-            m.ip(),
-            m.port()
-        ));
+        toml.push_str(&member_toml(*m));
     }
     toml
 }

@@ -332,6 +332,46 @@ impl Group {
     }
 }
 
+/// Something kept per member of a group, looked up by reference: the DNS
+/// path reads these for every member of every answer, and a map keyed by
+/// `(AnycastName, SocketAddr)` would need an owned name, an allocation,
+/// for each lookup.
+#[derive(Debug)]
+pub struct PerMember<V> {
+    groups: HashMap<AnycastName, HashMap<SocketAddr, V>>,
+}
+
+impl<V> Default for PerMember<V> {
+    fn default() -> Self {
+        Self {
+            groups: HashMap::new(),
+        }
+    }
+}
+
+impl<V> PerMember<V> {
+    /// The value of `member` of `group`, if any.
+    pub fn get(&self, group: &AnycastName, member: SocketAddr) -> Option<&V> {
+        self.groups.get(group)?.get(&member)
+    }
+
+    /// The value of `member` of `group`, inserted by `new` if absent.
+    pub fn get_or_insert_with(
+        &mut self,
+        group: &AnycastName,
+        member: SocketAddr,
+        new: impl FnOnce() -> V,
+    ) -> &mut V {
+        if !self.groups.contains_key(group) {
+            self.groups.insert(group.clone(), HashMap::new());
+        }
+        self.groups
+            .get_mut(group)
+            .map(|members| members.entry(member).or_insert_with(new))
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+}
+
 /// An anycast zone and what the DNS front needs of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneConfig {

@@ -2,7 +2,6 @@
 //! together: the [`Measurements`] that selection and the views read; and how
 //! often it answered with each member ([`AnswerTally`]).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use anycast_proto::AnycastName;
 use anycast_proto::push::ServerState;
 
 use crate::estimate::{Health, PushedLoad};
-use crate::groups::{Group, Member};
+use crate::groups::{Group, Member, PerMember};
 use crate::probe::ProbeBoard;
 use crate::push::PushBoard;
 use crate::select::{Measurements, MemberStatus, Unavailable};
@@ -45,15 +44,16 @@ impl Observed<'_> {
 
 impl Measurements for Observed<'_> {
     fn status(&self, group: &Group, member: &Member) -> MemberStatus {
-        let estimator = self.probes.estimator(group, member);
         let push = self.pushed(group, member);
-        let estimate = estimator.estimate(push.as_ref(), self.now);
+        let (estimate, health) = self.probes.read(group, member, |e| {
+            (e.estimate(push.as_ref(), self.now), e.health())
+        });
         let silent_for = push.map(|p| self.now.saturating_duration_since(p.received));
         let unavailable = match push.map(|p| p.state) {
             _ if member.drained => Some(Unavailable::Drained),
             Some(ServerState::Draining) => Some(Unavailable::Draining),
             Some(ServerState::Down) => Some(Unavailable::ReportedDown),
-            _ if estimator.health() == Health::Down => Some(Unavailable::ProbesFailing),
+            _ if health == Health::Down => Some(Unavailable::ProbesFailing),
             _ if silent_for.is_some_and(|d| d > heartbeat_lost_after(group)) => {
                 Some(Unavailable::HeartbeatsLost)
             }
@@ -75,19 +75,19 @@ pub fn heartbeat_lost_after(group: &Group) -> Duration {
 /// How many answers named each member as the pick, since start.
 #[derive(Debug, Default)]
 pub struct AnswerTally {
-    counts: Mutex<HashMap<(AnycastName, SocketAddr), u64>>,
+    counts: Mutex<PerMember<u64>>,
 }
 
 impl AnswerTally {
     /// Counts one answer naming `member` of `group`.
     pub fn record(&self, group: &AnycastName, member: SocketAddr) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry((group.clone(), member)).or_insert(0) += 1;
+        *counts.get_or_insert_with(group, member, || 0) += 1;
     }
 
     /// Answers naming `member` of `group` so far.
     pub fn count(&self, group: &AnycastName, member: SocketAddr) -> u64 {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.get(&(group.clone(), member)).copied().unwrap_or(0)
+        counts.get(group, member).copied().unwrap_or(0)
     }
 }

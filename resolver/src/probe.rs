@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::estimate::{Health, MemberEstimator, ProbeSample};
-use crate::groups::{Directory, Group, Member};
+use crate::groups::{Directory, Group, Member, PerMember};
 
 /// Probes in flight at once, over every member.
 pub const MAX_CONCURRENT_PROBES: usize = 64;
@@ -39,7 +39,7 @@ pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 /// Every member's estimator, fed by the prober.
 #[derive(Debug, Default)]
 pub struct ProbeBoard {
-    members: Mutex<HashMap<(AnycastName, SocketAddr), MemberEstimator>>,
+    members: Mutex<PerMember<MemberEstimator>>,
 }
 
 impl ProbeBoard {
@@ -55,10 +55,11 @@ impl ProbeBoard {
         f: impl FnOnce(&mut MemberEstimator) -> T,
     ) -> T {
         let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
-        let estimator = members
-            .entry((group.name.clone(), member.endpoint()))
-            .or_insert_with(|| MemberEstimator::new(group.estimator));
-        f(estimator)
+        f(
+            members.get_or_insert_with(&group.name, member.endpoint(), || {
+                MemberEstimator::new(group.estimator)
+            }),
+        )
     }
 
     /// Records a successful probe of `member`.
@@ -83,13 +84,24 @@ impl ProbeBoard {
         });
     }
 
-    /// A copy of the member's estimator (a fresh one if never probed).
-    pub fn estimator(&self, group: &Group, member: &Member) -> MemberEstimator {
+    /// Reads the member's estimator under the lock, without copying it (a
+    /// fresh one if never probed): the DNS path's way in.
+    pub fn read<T>(
+        &self,
+        group: &Group,
+        member: &Member,
+        f: impl FnOnce(&MemberEstimator) -> T,
+    ) -> T {
         let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
-        members
-            .get(&(group.name.clone(), member.endpoint()))
-            .cloned()
-            .unwrap_or_else(|| MemberEstimator::new(group.estimator))
+        match members.get(&group.name, member.endpoint()) {
+            Some(estimator) => f(estimator),
+            None => f(&MemberEstimator::new(group.estimator)),
+        }
+    }
+
+    /// A copy of the member's estimator, for the views.
+    pub fn estimator(&self, group: &Group, member: &Member) -> MemberEstimator {
+        self.read(group, member, MemberEstimator::clone)
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anycast_proto::push::{MAX_PUSH_BYTES, Push, PushKey, ServerState, Signature};
 use anycast_proto::{AnycastName, name};
 
-use crate::groups::Directory;
+use crate::groups::{Directory, PerMember};
 
 /// How long a rejection reason stays quiet in the log after being logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -142,7 +142,7 @@ pub struct PushBoard {
 
 #[derive(Debug, Default)]
 struct BoardState {
-    latest: HashMap<(AnycastName, SocketAddr), MemberPush>,
+    latest: PerMember<MemberPush>,
     last_seq: HashMap<SocketAddr, u64>,
     last_logged: HashMap<Rejection, Instant>,
 }
@@ -285,7 +285,7 @@ impl PushBoard {
             received: now,
         };
         for group in groups {
-            state.latest.insert((group, server), record);
+            *state.latest.get_or_insert_with(&group, server, || record) = record;
         }
         Ok(push)
     }
@@ -311,7 +311,7 @@ impl PushBoard {
     /// what is already here.
     pub fn adopt(&self, group: &AnycastName, member: SocketAddr, push: MemberPush) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = state.latest.entry((group.clone(), member)).or_insert(push);
+        let slot = state.latest.get_or_insert_with(group, member, || push);
         if push.seq >= slot.seq {
             *slot = push;
         }
@@ -320,7 +320,7 @@ impl PushBoard {
     /// The latest push of `member` for `group`.
     pub fn latest(&self, group: &AnycastName, member: SocketAddr) -> Option<MemberPush> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.latest.get(&(group.clone(), member)).copied()
+        state.latest.get(group, member).copied()
     }
 
     /// Pushes accepted since start.

@@ -65,6 +65,16 @@ impl Member {
     }
 }
 
+/// A resolver config's `[[group.member]]` for the server at `endpoint`,
+/// with its probe file's URL.
+pub fn member_toml(endpoint: SocketAddr) -> String {
+    format!(
+        "[[group.member]]\naddress = \"{}\"\nport = {}\nprobe = \"http://{endpoint}/{PROBE_PATH}\"\n",
+        endpoint.ip(),
+        endpoint.port()
+    )
+}
+
 /// An agent for `web` (active measurement every 50 ms, the probe file in
 /// `docroot`), pushing to `resolver_http` with the bed's timing settings.
 pub fn start_agent(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> Agent {
