@@ -207,6 +207,7 @@ impl AgentConfig {
         }
         let smoothing = SmoothingConfig {
             time_constant: positive_duration(source, s.time_constant)?,
+            rise_time_constant: positive_duration(source, s.rise_time_constant)?,
             clamp,
             down_after: positive(source, s.down_after)?,
             stale_after: positive_duration(source, s.stale_after)?,
@@ -362,6 +363,7 @@ enum RawUnit {
 #[serde(deny_unknown_fields, default)]
 struct RawSmoothing {
     time_constant: Spanned<HumanDuration>,
+    rise_time_constant: Spanned<HumanDuration>,
     clamp: Spanned<f64>,
     down_after: Spanned<u32>,
     stale_after: Spanned<HumanDuration>,
@@ -372,6 +374,7 @@ impl Default for RawSmoothing {
         let d = SmoothingConfig::default();
         Self {
             time_constant: spanned(d.time_constant.into()),
+            rise_time_constant: spanned(d.rise_time_constant.into()),
             clamp: spanned(d.clamp),
             down_after: spanned(d.down_after),
             stale_after: spanned(d.stale_after.into()),

@@ -33,6 +33,12 @@ pub enum Calibration {
     Affine,
 }
 
+/// Probes whose ratios the scaling factor is the median of (fixed). A median
+/// rather than an average: one probe that met a slow request (a heavy-tailed
+/// service time, a retransmission) would otherwise move SF, and every
+/// estimate until the next probes, by half its excess.
+pub const SF_WINDOW: usize = 5;
+
 /// Estimation parameters (per group).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EstimatorConfig {
@@ -40,7 +46,7 @@ pub struct EstimatorConfig {
     pub calibration: Calibration,
     /// TUFR below this is taken as this in the ratio (milliseconds).
     pub tufr_floor_ms: f64,
-    /// Weight of a new probe in the smoothed SF and RT (0..=1).
+    /// Weight of a new probe in the smoothed probe-only RT (0..=1).
     pub probe_weight: f64,
     /// A push older than this is not trusted any more.
     pub push_stale_after: Duration,
@@ -158,22 +164,48 @@ impl MemberEstimator {
     /// Takes a new configuration, keeping what was measured.
     pub fn reconfigure(&mut self, config: EstimatorConfig) {
         self.config = config;
-        while self.recent.len() > config.affine_window {
+        while self.recent.len() > self.kept() {
             self.recent.pop_front();
+        }
+        if self.sf.is_some() {
+            self.sf = self.median_ratio();
+        }
+    }
+
+    /// Probes kept: enough for the affine fit and for the scaling factor.
+    fn kept(&self) -> usize {
+        self.config.affine_window.max(SF_WINDOW)
+    }
+
+    /// The scaling factor: the median of `RT / max(TUFR, floor)` over the
+    /// last [`SF_WINDOW`] probes.
+    fn median_ratio(&self) -> Option<f64> {
+        let floor = self.config.tufr_floor_ms;
+        let mut ratios: Vec<f64> = (self.recent.iter().rev().take(SF_WINDOW))
+            .map(|(tufr, rt)| rt / tufr.max(floor))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(ratios[n / 2]),
+            _ => Some((ratios[n / 2 - 1] + ratios[n / 2]) / 2.0),
         }
     }
 
     /// Records a successful probe.
     pub fn probe_ok(&mut self, sample: ProbeSample, now: Instant) {
         let w = self.config.probe_weight;
-        let blend = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + w * (new - o)));
-        self.path_ms = blend(self.path_ms, sample.rt_ms);
+        self.path_ms = Some(
+            self.path_ms
+                .map_or(sample.rt_ms, |o| o + w * (sample.rt_ms - o)),
+        );
         if let Some(tufr) = sample.tufr_ms {
-            self.sf = blend(self.sf, sample.rt_ms / tufr.max(self.config.tufr_floor_ms));
             self.recent.push_back((tufr, sample.rt_ms));
-            while self.recent.len() > self.config.affine_window {
+            while self.recent.len() > self.kept() {
                 self.recent.pop_front();
             }
+            self.sf = self.median_ratio();
         }
         self.last_probe = Some((sample, now));
         self.failures = 0;
@@ -308,6 +340,23 @@ mod tests {
         let p = push(10.0, t0 + 10 * S);
         assert!((rt(&e, &p, t0 + 10 * S) - 50.0).abs() < 0.1);
         assert_eq!(e.estimate(Some(&p), t0 + 10 * S).source, Source::Hybrid);
+    }
+
+    #[test]
+    fn one_slow_probe_does_not_move_the_scaling_factor() {
+        // Path 40 ms, server 10 ms; one probe meets a 300 ms request.
+        let t0 = Instant::now();
+        let mut e = MemberEstimator::new(EstimatorConfig::default());
+        for i in 0..4 {
+            e.probe_ok(probe(50.0, 10.0), t0 + i * S);
+        }
+        e.probe_ok(probe(340.0, 10.0), t0 + 4 * S);
+        assert_eq!(e.estimate(None, t0 + 4 * S).sf, Some(5.0));
+        // A lasting change of path comes through once it is most of the window.
+        for i in 5..8 {
+            e.probe_ok(probe(90.0, 10.0), t0 + i * S);
+        }
+        assert_eq!(e.estimate(None, t0 + 8 * S).sf, Some(9.0));
     }
 
     #[test]
