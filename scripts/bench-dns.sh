@@ -23,6 +23,7 @@
 # at that load, then the mean and the maximum latency at RATE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 DURATION=${DURATION:-10}
 # dnsperf: simulated clients, threads, queries in flight.
@@ -32,51 +33,13 @@ INFLIGHT=${INFLIGHT:-100}
 # Queries per second of the unsaturated (latency) measurement.
 RATE=${RATE:-5000}
 
-if ! command -v dnsperf >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "dnsperf is missing: apt-get install dnsperf (as root)" >&2
-        exit 1
-    fi
-    echo "installing dnsperf" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf >/dev/null
-fi
+need_command dnsperf
 
 cargo build --release -j2 -q -p anycast-resolver -p anycast-lab
 bin=target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Waits for a `listening on ADDR listener="NAME"` line in LOG; prints ADDR.
-listening() {
-    local log=$1 name=$2
-    for _ in $(seq 100); do
-        local addr
-        addr=$(sed -n "s/.*listening on \([0-9.:]*\) listener=\"$name\".*/\1/p" "$log" | head -n1)
-        if [ -n "$addr" ]; then
-            echo "$addr"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "no $name address in $log:" >&2
-    cat "$log" >&2
-    return 1
-}
-
-"$bin/anycast-lab" baseline-dns --listen 127.0.0.1:0 2>"$work/baseline.log" &
-pids+=($!)
+start_work
+start_bg "$bin/anycast-lab" baseline-dns --listen 127.0.0.1:0 2>"$work/baseline.log"
 baseline=$(listening "$work/baseline.log" dns-udp)
 
 # Three members nothing listens on: probes are refused at once, the members
@@ -103,8 +66,7 @@ cost = 30
 address = "127.0.1.3"
 cost = 80
 EOF
-NO_COLOR=1 "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log" &
-pids+=($!)
+NO_COLOR=1 start_bg "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log"
 resolver=$(listening "$work/resolver.log" dns-udp)
 
 # dnsperf against ADDR for NAME (extra dnsperf arguments after it); prints
@@ -118,12 +80,7 @@ measure() {
         cat "$out" >&2
         return 1
     }
-    local qps mean max lost
-    qps=$(awk '/Queries per second:/ {print $4}' "$out")
-    mean=$(awk '/Average Latency \(s\):/ {print $4}' "$out")
-    max=$(awk '/Average Latency \(s\):/ {gsub(/\)/, "", $8); print $8}' "$out")
-    lost=$(awk '/Queries lost:/ {print $3}' "$out")
-    printf '%s %s %s %s\n' "$qps" "$mean" "$max" "$lost"
+    dnsperf_fields "$out" qps mean max lost
 }
 
 # Warm the forwarding cache.

@@ -2,8 +2,10 @@
 # Installs the programs the tests use when they are missing: dig (dnsutils),
 # curl, a C compiler (the shim's tests build small C programs), valgrind (the
 # shim's memory checks), python3, and headless Chromium with its WebDriver
-# (chromium, chromium-driver: the dashboard's browser test). Needs root
-# (apt-get); does nothing when everything is present.
+# (chromium, chromium-driver: the dashboard's browser test), and unbound and
+# nsd (the differential check of forwarding: NSD is the authority, unbound the
+# reference resolver). Needs root (apt-get); does nothing when everything is
+# present.
 set -euo pipefail
 
 need=()
@@ -15,6 +17,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v getent >/dev/null 2>&1 || need+=(libc-bin)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v unbound >/dev/null 2>&1 || need+=(unbound)
+command -v nsd >/dev/null 2>&1 || need+=(nsd)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

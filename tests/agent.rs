@@ -228,6 +228,7 @@ fn expected_counters(accepted: u64, rejected: &BTreeMap<&str, u64>) -> Value {
         "bad_signature",
         "malformed",
         "not_member",
+        "rate_limited",
         "replayed",
         "stale",
         "too_large",

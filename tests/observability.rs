@@ -501,6 +501,7 @@ fn metrics_count_known_traffic_exactly() {
     assert_eq!(scraped.value("anycast_pushes_accepted_total", &[]), 2.0);
     let rejected = scraped.by_labels("anycast_pushes_rejected_total", &["reason"]);
     let expected: BTreeMap<Vec<String>, f64> = [
+        "rate_limited",
         "too_large",
         "unsigned",
         "unknown_key",

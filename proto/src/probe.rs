@@ -53,8 +53,14 @@ impl ProbeFile {
         if bare.len() >= size {
             return bare;
         }
-        // `,"pad":""` adds 9 bytes before the filler itself.
-        let filler = size.saturating_sub(bare.len() + 9).max(1);
+        // The filler replaces any padding the file has, so measure without it;
+        // `,"pad":""` then adds 9 bytes before the filler itself.
+        let unpadded = ProbeFile {
+            pad: String::new(),
+            ..self.clone()
+        };
+        let unpadded_len = serde_json::to_vec(&unpadded).map_or(bare.len(), |v| v.len());
+        let filler = size.saturating_sub(unpadded_len + 9).max(1);
         let padded = ProbeFile {
             pad: "x".repeat(filler),
             ..self.clone()
@@ -103,6 +109,19 @@ mod tests {
             let back = ProbeFile::from_json(&padded).unwrap();
             assert_eq!(back.tufr_ms, Some(3.25));
         }
+    }
+
+    #[test]
+    fn repadding_a_padded_file_still_reaches_the_size() {
+        // Found by the probe_file fuzz target: the old padding was counted
+        // as if it stayed, so the result came out short.
+        let padded = ProbeFile {
+            pad: "y".repeat(300),
+            ..file()
+        };
+        let again = padded.to_json(400);
+        assert_eq!(again.len(), 400);
+        assert_eq!(padded.to_json(10), padded.to_json(0), "large enough as is");
     }
 
     #[test]

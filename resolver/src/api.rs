@@ -2,7 +2,7 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `POST /v1/push` | a member's signed load report (see [`crate::push`]) |
+//! | `POST /v1/push` | a member's signed load report (see [`crate::push`]); rate-limited per source address |
 //! | `GET /v1/groups` | the names of every group |
 //! | `GET /v1/groups/{adn}` | one group explained (either name form; `?metric=` optional) |
 //! | `GET /v1/pushes` | push counters: accepted, and rejected by reason |
@@ -12,16 +12,19 @@
 //! | `POST /v1/join` | an agent adds its own server to groups (self-registration; off unless `[admin] join_token_file` is set) |
 //!
 //! Errors are JSON `{"error": "...", "detail": "..."}` with a fitting status.
+//!
+//! The handlers need the peer's address ([`ConnectInfo`]): serve the router
+//! with `into_make_service_with_connect_info::<SocketAddr>()`.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::push::{MAX_PUSH_BYTES, SIGNATURE_HEADER};
 use anycast_proto::{Metric, name};
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -135,7 +138,30 @@ fn error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response
         .into_response()
 }
 
-async fn receive_push(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+async fn receive_push(State(state): State<ApiState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    // Served without the peer's address (a test calling the router
+    // directly), every request counts as one source.
+    let source = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    // The rate limit first: a flood is refused before its body is read or
+    // its signature checked.
+    if let Err(throttled) = state.pushes.admit(source, tokio::time::Instant::now()) {
+        let retry_after = throttled.retry_after.as_secs_f64().ceil().max(1.0);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            throttled.refused.rejection.reason(),
+            throttled.refused.detail,
+        );
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(retry_after as u64),
+        );
+        return response;
+    }
+    let headers = parts.headers;
     let now = Instant::now();
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use crate::estimate::Calibration;
 use crate::groups::{AnswerMode, GroupSpec, Member, default_probe_url};
 pub use crate::groups::{LocalZone, ZoneConfig, ZoneRole};
-pub use crate::push::PushConfig;
+pub use crate::push::{PushConfig, PushLimit};
 use crate::select::Pick;
 
 /// Longest answer TTL a group may have (one day).
@@ -71,7 +71,8 @@ pub struct DnsConfig {
     pub max_inflight_udp: usize,
     /// Open TCP connections; past it, new connections are closed at once.
     pub max_tcp_connections: usize,
-    /// A TCP connection that sends no complete request for this long is closed.
+    /// A TCP connection that sends no complete request for this long (idle,
+    /// or sending slowly), or takes this long to accept an answer, is closed.
     pub tcp_idle_timeout: Duration,
     /// Largest UDP response we send, whatever the client advertises
     /// (1232 avoids IP fragmentation, per DNS Flag Day 2020).
@@ -204,6 +205,26 @@ impl Config {
         let push = PushConfig {
             keys,
             window: positive_duration(source, push.window)?,
+            limit: {
+                let RawPushLimit {
+                    rate,
+                    burst,
+                    sources,
+                } = push.limit;
+                let rate_span = rate.span();
+                let rate = rate.into_inner();
+                if !(rate.is_finite() && rate > 0.0) {
+                    return Err(err(
+                        rate_span,
+                        "rate must be a number of pushes per second above 0".into(),
+                    ));
+                }
+                PushLimit {
+                    rate,
+                    burst: positive(source, burst)?,
+                    sources: positive(source, sources)?,
+                }
+            },
         };
 
         let mut zones: Vec<ZoneConfig> = Vec::new();
@@ -511,7 +532,9 @@ impl Default for RawForward {
                 IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
             cache_size: 4096,
-            timeout: spanned(Duration::from_secs(2).into()),
+            // Below 2 s with room to spare: a client waiting for a failed
+            // lookup gets SERVFAIL within 2 s (the fault tests' bound).
+            timeout: spanned(Duration::from_millis(1500).into()),
         }
     }
 }
@@ -536,6 +559,7 @@ struct RawPush {
     window: Spanned<HumanDuration>,
     #[serde(rename = "key")]
     keys: Vec<Spanned<KeySource>>,
+    limit: RawPushLimit,
 }
 
 impl Default for RawPush {
@@ -543,6 +567,26 @@ impl Default for RawPush {
         Self {
             window: spanned(Duration::from_secs(30).into()),
             keys: Vec::new(),
+            limit: RawPushLimit::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPushLimit {
+    rate: Spanned<f64>,
+    burst: Spanned<u32>,
+    sources: Spanned<usize>,
+}
+
+impl Default for RawPushLimit {
+    fn default() -> Self {
+        let d = PushLimit::default();
+        Self {
+            rate: spanned(d.rate),
+            burst: spanned(d.burst),
+            sources: spanned(d.sources),
         }
     }
 }
@@ -741,6 +785,7 @@ probe = "http://[::1]:80/p.json"
         );
         assert!(c.http.listen.ip().is_loopback());
         assert!(c.forward.upstreams.is_empty());
+        assert_eq!(c.push.limit, PushLimit::default());
         assert!(
             !c.forward
                 .allow
@@ -766,6 +811,16 @@ probe = "http://[::1]:80/p.json"
             e.contains("test.toml:2:") && e.contains("tcp_idle_timeout"),
             "{e}"
         );
+
+        let e = error("[push.limit]\nrate = 0\n");
+        assert!(e.starts_with("test.toml:2:") && e.contains("rate"), "{e}");
+        let e = error("[push.limit]\nburst = 0\n");
+        assert!(
+            e.starts_with("test.toml:2:") && e.contains("greater than zero"),
+            "{e}"
+        );
+        let c = parse("[push.limit]\nrate = 0.5\nburst = 3\n").unwrap();
+        assert_eq!((c.push.limit.rate, c.push.limit.burst), (0.5, 3));
 
         let e = error("[dns]\nudp_payload = 100\n");
         assert!(

@@ -132,16 +132,32 @@ impl DnsFront {
             Transport::Udp => Protocol::Udp,
             Transport::Tcp => Protocol::Tcp,
         };
+        let formerr = || {
+            let reply = Reply::new(&header.metadata, ResponseCode::FormErr);
+            let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+            telemetry::query_answered(None, ResponseCode::FormErr, None, started.elapsed());
+            Some(self.encode(reply, &no_queries, None, transport))
+        };
+        // More than one question is FORMERR whatever follows (see `reply`).
+        // Answered before decoding, because the decoder reserves room for
+        // as many questions as the header claims: up to 65,535, megabytes
+        // for a 12-byte datagram, which under a stream of garbage left the
+        // allocator's heap tens of megabytes larger.
+        if header.counts.queries > 1 {
+            debug!(client = %src, questions = header.counts.queries, "more than one question");
+            return formerr();
+        }
         let request = match Request::from_bytes(bytes, src, protocol) {
             Ok(request) => request,
             Err(error) => {
                 debug!(client = %src, %error, "malformed request");
-                let reply = Reply::new(&header.metadata, ResponseCode::FormErr);
-                let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
-                telemetry::query_answered(None, ResponseCode::FormErr, None, started.elapsed());
-                return Some(self.encode(reply, &no_queries, None, transport));
+                return formerr();
             }
         };
+        if question_is_compressed(request.queries.as_bytes()) {
+            debug!(client = %src, "question name compressed into the header");
+            return formerr();
+        }
 
         let edns = request.edns.as_ref().map(|theirs| {
             let mut ours = Edns::new();
@@ -430,6 +446,23 @@ fn soa(zone: &ZoneConfig) -> Option<Record> {
         zone.negative_ttl,
         RData::SOA(rdata),
     ))
+}
+
+/// Whether the (single) question's name is compressed. Its pointer can
+/// only reach into the request's header (hickory follows pointers to
+/// earlier bytes only), so the name means nothing; and hickory echoes the
+/// question's bytes as they came, so the response would point into our own
+/// header and not decode (found by the `dns` fuzz target).
+fn question_is_compressed(question: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&len) = question.get(at) {
+        match len {
+            0 => return false,
+            len if len & 0xC0 == 0xC0 => return true,
+            len => at += 1 + usize::from(len),
+        }
+    }
+    false
 }
 
 /// Reads a query name as an anycast name. Labels are joined raw: a label that

@@ -7,10 +7,13 @@
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
 
 use crate::config::ForwardConfig;
 
@@ -33,7 +36,8 @@ pub enum ForwardError {
 pub struct Forwarded {
     /// NOERROR (possibly with no answers: NODATA), NXDOMAIN or SERVFAIL.
     pub rcode: ResponseCode,
-    /// Answer section, TTLs counted down to what is left in the cache.
+    /// Answer section, TTLs counted down to what is left in the cache; for
+    /// NXDOMAIN or NODATA, the CNAME chain that led to it, if any.
     pub answers: Vec<Record>,
     /// Authority section (the SOA of a negative answer).
     pub authorities: Vec<Record>,
@@ -97,34 +101,36 @@ impl Forwarder {
     pub async fn forward(&self, name: &Name, rtype: RecordType) -> Forwarded {
         let mut name = name.clone();
         name.set_fqdn(true);
-        let lookup = tokio::time::timeout(self.timeout, self.resolver.lookup(name, rtype)).await;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let lookup =
+            tokio::time::timeout_at(deadline, self.resolver.lookup(name.clone(), rtype)).await;
         match lookup {
-            Ok(Ok(lookup)) => {
-                let left = lookup
-                    .valid_until()
-                    .saturating_duration_since(Instant::now())
-                    .as_secs();
-                let left = u32::try_from(left).unwrap_or(u32::MAX);
-                let answers = lookup
-                    .answers()
-                    .iter()
-                    .map(|r| {
-                        let mut r = r.clone();
-                        r.ttl = r.ttl.min(left);
-                        r
-                    })
-                    .collect();
-                Forwarded {
-                    rcode: ResponseCode::NoError,
-                    answers,
-                    authorities: lookup.authorities().to_vec(),
-                }
-            }
+            Ok(Ok(lookup)) => Forwarded {
+                rcode: ResponseCode::NoError,
+                answers: answers_left(&lookup),
+                authorities: lookup.authorities().to_vec(),
+            },
             Ok(Err(e)) if e.is_no_records_found() => {
                 let rcode = if e.is_nx_domain() {
                     ResponseCode::NXDomain
                 } else {
                     ResponseCode::NoError
+                };
+                // hickory-resolver follows a CNAME chain to its end but keeps
+                // the chain only when the end has records: for NODATA or
+                // NXDOMAIN at the end, its error names the last name alone.
+                // The chain is part of the answer (RFC 2308 section 2.1,
+                // RFC 6604), so it is asked again, link by link (cached),
+                // and left out only if that fails.
+                let answers = match negative_name(&e) {
+                    Some(last) if last != name => {
+                        tokio::time::timeout_at(deadline, self.cname_chain(&name, &last))
+                            .await
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default()
+                    }
+                    _ => Vec::new(),
                 };
                 let authorities = e
                     .into_soa()
@@ -132,7 +138,7 @@ impl Forwarder {
                     .unwrap_or_default();
                 Forwarded {
                     rcode,
-                    answers: Vec::new(),
+                    answers,
                     authorities,
                 }
             }
@@ -147,6 +153,78 @@ impl Forwarder {
                 Forwarded::servfail()
             }
         }
+    }
+
+    /// The records leading from `from` to `to`: at each link, the answer
+    /// to a CNAME query, which is the CNAME or, under a DNAME (RFC 6672), the
+    /// DNAME and the CNAME synthesised from it. `None` if a link is missing
+    /// or the chain has more than [`MAX_CNAME_CHAIN`] links (a loop, say).
+    async fn cname_chain(&self, from: &Name, to: &Name) -> Option<Vec<Record>> {
+        let mut chain: Vec<Record> = Vec::new();
+        let mut current = from.clone();
+        let mut links = 0;
+        while current != *to {
+            if links == MAX_CNAME_CHAIN {
+                return None;
+            }
+            links += 1;
+            let lookup = self
+                .resolver
+                .lookup(current.clone(), RecordType::CNAME)
+                .await
+                .ok()?;
+            let answers = answers_left(&lookup);
+            let target = answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(CNAME(target)) if r.name == current => Some(target.clone()),
+                _ => None,
+            })?;
+            for record in answers {
+                // A DNAME covers every link below it: once is enough.
+                if !chain
+                    .iter()
+                    .any(|r| r.name == record.name && r.data == record.data)
+                {
+                    chain.push(record);
+                }
+            }
+            current = target;
+        }
+        Some(chain)
+    }
+}
+
+/// How many links a CNAME chain rebuilt for a negative answer may have: as
+/// many as hickory-resolver follows.
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// The answers of a lookup, TTLs counted down to what is left in the cache.
+fn answers_left(lookup: &Lookup) -> Vec<Record> {
+    let left = lookup
+        .valid_until()
+        .saturating_duration_since(Instant::now())
+        .as_secs();
+    let left = u32::try_from(left).unwrap_or(u32::MAX);
+    lookup
+        .answers()
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.ttl = r.ttl.min(left);
+            r
+        })
+        .collect()
+}
+
+/// The name a negative answer is about: the query's name, or the end of the
+/// CNAME chain that hickory-resolver followed from it.
+fn negative_name(error: &NetError) -> Option<Name> {
+    match error {
+        NetError::Dns(DnsError::NoRecordsFound(no_records)) => {
+            let mut name = no_records.query.name().clone();
+            name.set_fqdn(true);
+            Some(name)
+        }
+        _ => None,
     }
 }
 

@@ -159,6 +159,13 @@ fn serve_http(
     tasks: &TaskTracker,
 ) {
     tasks.spawn(async move {
+        // Answers go out at once, not held back by Nagle's algorithm behind
+        // the previous answer's ACK on a keep-alive connection.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            let _ = stream.set_nodelay(true);
+        });
+        // The peer's address, for the push receiver's per-source limit.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
@@ -232,6 +239,7 @@ pub async fn run(
     }
 
     let tasks = TaskTracker::new();
+    telemetry::keep_up(metrics.clone(), shutdown.clone(), &tasks);
     server::serve(listeners, front, &config.dns, shutdown.clone(), &tasks)?;
     probe::start(
         membership.subscribe(),

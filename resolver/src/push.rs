@@ -5,6 +5,7 @@
 //!
 //! | check | rejection | HTTP |
 //! |---|---|---|
+//! | the source within its rate ([`limit`]), before the body is read | `rate_limited` | 429 |
 //! | body within [`MAX_PUSH_BYTES`] | `too_large` | 413 |
 //! | signature header present and readable | `unsigned` | 401 |
 //! | key id known | `unknown_key` | 401 |
@@ -16,11 +17,13 @@
 //! | seq above the last accepted from this server | `replayed` | 409 |
 //!
 //! Membership comes from the directory (configuration), never from a push.
-//! A rejected push changes nothing. Pure apart from a mutex: the caller
+//! A rejected push changes nothing. Pure apart from mutexes: the caller
 //! passes the clocks in.
 
+pub mod limit;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ use anycast_proto::push::{MAX_PUSH_BYTES, Push, PushKey, ServerState, Signature}
 use anycast_proto::{AnycastName, name};
 
 use crate::groups::{Directory, PerMember};
+pub use limit::PushLimit;
+use limit::SourceLimiter;
 
 /// How long a rejection reason stays quiet in the log after being logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -40,11 +45,15 @@ pub struct PushConfig {
     pub keys: Vec<PushKey>,
     /// Largest accepted difference between a push's timestamp and our clock.
     pub window: Duration,
+    /// The per-source rate limit.
+    pub limit: PushLimit,
 }
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rejection {
+    /// The source sent more pushes than its rate allows.
+    RateLimited,
     /// Larger than the body cap.
     TooLarge,
     /// No signature header, or one that cannot be read.
@@ -65,7 +74,8 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason, in table order.
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
+        Rejection::RateLimited,
         Rejection::TooLarge,
         Rejection::Unsigned,
         Rejection::UnknownKey,
@@ -79,6 +89,7 @@ impl Rejection {
     /// The label used in counters and logs.
     pub fn reason(self) -> &'static str {
         match self {
+            Rejection::RateLimited => "rate_limited",
             Rejection::TooLarge => "too_large",
             Rejection::Unsigned => "unsigned",
             Rejection::UnknownKey => "unknown_key",
@@ -93,6 +104,7 @@ impl Rejection {
     /// The HTTP status the receiver answers with.
     pub fn status(self) -> u16 {
         match self {
+            Rejection::RateLimited => 429,
             Rejection::TooLarge => 413,
             Rejection::Unsigned
             | Rejection::UnknownKey
@@ -131,11 +143,24 @@ pub struct Refused {
     pub detail: String,
 }
 
+/// A push refused by the rate limit, before anything else was looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttled {
+    /// The refusal (reason `rate_limited`).
+    pub refused: Refused,
+    /// How long until the source may push again.
+    pub retry_after: Duration,
+}
+
 /// The latest push of every member, and the receiver's counters.
 #[derive(Debug)]
 pub struct PushBoard {
     config: PushConfig,
+    limiter: SourceLimiter,
     state: Mutex<BoardState>,
+    /// Apart from `state`, which the DNS path reads: refusals (a flood of
+    /// them) never wait on it.
+    last_logged: Mutex<HashMap<Rejection, Instant>>,
     accepted: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
 }
@@ -144,18 +169,41 @@ pub struct PushBoard {
 struct BoardState {
     latest: PerMember<MemberPush>,
     last_seq: HashMap<SocketAddr, u64>,
-    last_logged: HashMap<Rejection, Instant>,
 }
 
 impl PushBoard {
     /// An empty board.
     pub fn new(config: PushConfig) -> Self {
         Self {
+            limiter: SourceLimiter::new(config.limit),
             config,
             state: Mutex::new(BoardState::default()),
+            last_logged: Mutex::new(HashMap::new()),
             accepted: AtomicU64::new(0),
             rejected: Default::default(),
         }
+    }
+
+    /// Lets a push from `source` in by the per-source rate limit; called
+    /// before its body is read. `now` is tokio's clock. A refusal is
+    /// counted and logged like any other.
+    pub fn admit(&self, source: IpAddr, now: tokio::time::Instant) -> Result<(), Throttled> {
+        let Err(retry_after) = self.limiter.admit(source, now) else {
+            return Ok(());
+        };
+        let limit = self.limiter.limit();
+        let refused = Refused {
+            rejection: Rejection::RateLimited,
+            detail: format!(
+                "source {source} is over {} pushes/s (burst {})",
+                limit.rate, limit.burst
+            ),
+        };
+        self.count_and_log(&refused, now.into_std());
+        Err(Throttled {
+            refused,
+            retry_after,
+        })
     }
 
     /// Whether any key is configured (without one every push is refused).
@@ -291,13 +339,12 @@ impl PushBoard {
     }
 
     fn log_rarely(&self, refused: &Refused, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let due = state
-            .last_logged
+        let mut last_logged = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last_logged
             .get(&refused.rejection)
             .is_none_or(|at| now.saturating_duration_since(*at) >= LOG_EVERY);
         if due {
-            state.last_logged.insert(refused.rejection, now);
+            last_logged.insert(refused.rejection, now);
             tracing::warn!(
                 reason = refused.rejection.reason(),
                 detail = %refused.detail,
@@ -371,6 +418,7 @@ mod tests {
         PushBoard::new(PushConfig {
             keys: vec![key()],
             window: Duration::from_secs(30),
+            limit: PushLimit::default(),
         })
     }
 
@@ -403,6 +451,39 @@ mod tests {
             &[Zone::new("any.example.net").unwrap()],
         )
         .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_over_its_rate_is_refused_first_counted_and_told_when_to_come_back() {
+        let b = board();
+        let flood: IpAddr = "192.0.2.1".parse().unwrap();
+        let now = tokio::time::Instant::now();
+        let burst = PushLimit::default().burst;
+        for _ in 0..burst {
+            b.admit(flood, now).unwrap();
+        }
+        let throttled = b.admit(flood, now).unwrap_err();
+        assert_eq!(throttled.refused.rejection, Rejection::RateLimited);
+        assert_eq!(throttled.refused.rejection.status(), 429);
+        assert!(throttled.refused.detail.contains("192.0.2.1"));
+        assert_eq!(
+            throttled.retry_after,
+            Duration::from_secs_f64(1.0 / PushLimit::default().rate)
+        );
+        b.admit(flood, now).unwrap_err();
+        let counts: HashMap<&str, u64> = b
+            .rejected()
+            .into_iter()
+            .map(|(r, n)| (r.reason(), n))
+            .collect();
+        assert_eq!(counts["rate_limited"], 2);
+        assert_eq!(b.accepted(), 0);
+
+        // Another source is not affected, and the flooder gets in again
+        // once a push's worth has refilled.
+        b.admit("192.0.2.2".parse().unwrap(), now).unwrap();
+        tokio::time::advance(throttled.retry_after).await;
+        b.admit(flood, tokio::time::Instant::now()).unwrap();
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! open TCP connections are each capped by a semaphore, and past a cap the
 //! excess is shed (datagram dropped, connection closed) instead of queued, so
 //! memory stays bounded under any load. A TCP connection that sends no
-//! complete request within the idle timeout is closed.
+//! complete request within the idle timeout is closed, whether it is silent or
+//! trickles bytes (the deadline covers a whole message, not each read), and so
+//! is one that does not take an answer within the same time (a client that
+//! never reads would otherwise hold its slot for good, its answer stuck on a
+//! full send buffer).
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +28,13 @@ use crate::dns::{DnsFront, Transport};
 
 /// Largest datagram we read; a DNS query is far smaller.
 const MAX_DATAGRAM: usize = 4096;
+
+/// Connections the kernel completes and queues for us to accept. The usual
+/// 128 overflows when a burst of clients connects faster than the accept
+/// loop takes them (each excess one then waits a second for its SYN to be
+/// sent again); a larger queue costs only kernel memory for connections
+/// being made.
+const TCP_BACKLOG: u32 = 1024;
 
 /// A UDP socket and a TCP listener on the same address.
 #[derive(Debug)]
@@ -40,7 +51,7 @@ impl Listener {
         for _ in 0..TRIES {
             let udp = UdpSocket::bind(addr).await?;
             let port = udp.local_addr()?.port();
-            match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            match listen_tcp(SocketAddr::new(addr.ip(), port)) {
                 Ok(tcp) => return Ok(Listener { udp, tcp }),
                 Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => continue,
                 Err(e) => return Err(e),
@@ -56,6 +67,19 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.udp.local_addr()
     }
+}
+
+/// A TCP listener as [`TcpListener::bind`] makes it, with a longer accept
+/// queue ([`TCP_BACKLOG`]).
+fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(TCP_BACKLOG)
 }
 
 /// Serves every listener until `shutdown` is cancelled. Tasks are spawned on
@@ -208,9 +232,20 @@ async fn tcp_connection(
         let mut framed = Vec::with_capacity(response.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&response);
-        if let Err(error) = stream.write_all(&framed).await {
-            debug!(%error, "tcp write failed");
-            return;
+        let written = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(idle, stream.write_all(&framed)) => r,
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                debug!(%error, "tcp write failed");
+                return;
+            }
+            Err(_) => {
+                debug!("tcp client does not read its answers: closing");
+                return;
+            }
         }
     }
 }

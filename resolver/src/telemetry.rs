@@ -19,6 +19,8 @@ use hickory_proto::rr::RecordType;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::groups::Directory;
 use crate::observe::Observed;
@@ -38,6 +40,29 @@ const ANSWER_BUCKETS: &[f64] = &[
 const PROBE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// How often histogram samples are folded into their buckets, scraped or not.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every
+/// [`UPKEEP_INTERVAL`] until `shutdown`. The recorder is built with
+/// `build_recorder`, which starts no upkeep of its own: it keeps every
+/// sample until the next scrape, so a resolver nobody scrapes would grow by
+/// a latency sample per answer and per probe, without bound (about 17 bytes
+/// per query, measured over 400 000 forwarded queries).
+pub fn keep_up(handle: Option<PrometheusHandle>, shutdown: CancellationToken, tasks: &TaskTracker) {
+    let Some(handle) = handle else { return };
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => handle.run_upkeep(),
+            }
+        }
+    });
+}
 
 /// Installs the process-wide recorder once and returns its handle (later
 /// calls return the same handle).

@@ -2,16 +2,24 @@
 //!
 //! * [`upstream`]: a tiny authoritative DNS server on loopback that the
 //!   resolver forwards to, so forwarding is tested without the internet.
+//! * [`authority`]: real DNS servers from Debian's packages on loopback:
+//!   NSD as an authority for zones a test writes, unbound as a reference
+//!   resolver forwarding to it.
 //! * [`harness`]: builds and starts the real `anycast-resolver` and
 //!   `anycast-agent` binaries on a config, reads their logs, and a small
 //!   blocking DNS client (plus `dig`).
 //! * [`web`]: a test web server whose response delay the test sets, for the
 //!   agent to measure.
 //! * [`http`]: a tiny blocking HTTP client for the resolver's HTTP API.
+//! * [`faulty`]: peers that misbehave on purpose (a garbage upstream, probe
+//!   URLs that drip, flood or reset, a proxy that holds answers back), and a
+//!   process's resident memory.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod authority;
 pub mod bed;
+pub mod faulty;
 pub mod harness;
 pub mod http;
 pub mod upstream;
