@@ -42,32 +42,7 @@ start_work
 start_bg "$bin/anycast-lab" baseline-dns --listen 127.0.0.1:0 2>"$work/baseline.log"
 baseline=$(listening "$work/baseline.log" dns-udp)
 
-# Three members nothing listens on: probes are refused at once, the members
-# are down and answers use the fallback (every member considered). The
-# selection does the same work per query as with measured members.
-cat >"$work/resolver.toml" <<EOF
-[dns]
-listen = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-upstreams = ["$baseline"]
-[[zone]]
-name = "any.example.net"
-[[group]]
-service = "web"
-[[group.member]]
-address = "127.0.1.1"
-cost = 5
-[[group.member]]
-address = "127.0.1.2"
-cost = 30
-[[group.member]]
-address = "127.0.1.3"
-cost = 80
-EOF
-NO_COLOR=1 start_bg "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log"
-resolver=$(listening "$work/resolver.log" dns-udp)
+start_bench_resolver "$baseline"
 
 # dnsperf against ADDR for NAME (extra dnsperf arguments after it); prints
 # "qps mean_s max_s lost".

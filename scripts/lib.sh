@@ -6,6 +6,7 @@
 #   start_work                      # $work: a temp dir; start_bg: tracked
 #   start_bg "$bin/x" args 2>"$work/x.log"
 #   addr=$(listening "$work/x.log" dns-udp)
+#   start_bench_resolver "$upstream"  # $resolver, $resolver_pid
 #   read -r qps lost < <(dnsperf_fields "$out" qps lost)
 
 # Installs the Debian package $2 (default: $1) with apt-get when the command
@@ -64,6 +65,40 @@ listening() {
     echo "no $name address in $log:" >&2
     cat "$log" >&2
     return 1
+}
+
+# Starts $bin/anycast-resolver forwarding to UPSTREAM, with one group (web)
+# of three members nothing listens on: probes are refused at once, the
+# members are down and answers use the fallback (every member considered),
+# which does the same work per query as measured members. Its config is
+# $work/resolver.toml and its log $work/resolver.log; sets $resolver (the
+# DNS address) and $resolver_pid.
+start_bench_resolver() {
+    local upstream=$1
+    cat >"$work/resolver.toml" <<EOF
+[dns]
+listen = ["127.0.0.1:0"]
+[http]
+listen = "127.0.0.1:0"
+[forward]
+upstreams = ["$upstream"]
+[[zone]]
+name = "any.example.net"
+[[group]]
+service = "web"
+[[group.member]]
+address = "127.0.1.1"
+cost = 5
+[[group.member]]
+address = "127.0.1.2"
+cost = 30
+[[group.member]]
+address = "127.0.1.3"
+cost = 80
+EOF
+    NO_COLOR=1 start_bg "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log"
+    resolver_pid=$last_pid
+    resolver=$(listening "$work/resolver.log" dns-udp)
 }
 
 # Prints fields of a dnsperf report, space-separated, in the order asked:

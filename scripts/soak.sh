@@ -63,33 +63,7 @@ start_work
 start_bg "$bin/anycast-lab" baseline-dns --listen 127.0.0.1:0 2>"$work/upstream.log"
 upstream=$(listening "$work/upstream.log" dns-udp)
 
-# Three members nothing listens on: probes are refused, the members are
-# down and answers come from the fallback (every member), which does the
-# same work per query as measured members.
-cat >"$work/resolver.toml" <<EOF
-[dns]
-listen = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-upstreams = ["$upstream"]
-[[zone]]
-name = "any.example.net"
-[[group]]
-service = "web"
-[[group.member]]
-address = "127.0.1.1"
-cost = 5
-[[group.member]]
-address = "127.0.1.2"
-cost = 30
-[[group.member]]
-address = "127.0.1.3"
-cost = 80
-EOF
-NO_COLOR=1 start_bg "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log"
-resolver_pid=$last_pid
-resolver=$(listening "$work/resolver.log" dns-udp)
+start_bench_resolver "$upstream"
 host=${resolver%:*}
 port=${resolver##*:}
 

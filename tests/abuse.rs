@@ -24,7 +24,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
-use anycast_tests::harness::{self, Resolver, TcpClient, query_message};
+use anycast_tests::harness::{
+    self, NO_UPSTREAM, Resolver, TcpClient, query_message, resolver_head, wait_until_every,
+};
 use anycast_tests::http;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -46,6 +48,9 @@ const MEMBER: &str = "127.0.31.1:8080";
 const P50_BOUND: Duration = Duration::from_millis(10);
 const P99_BOUND: Duration = Duration::from_millis(50);
 
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(10);
+
 /// One test at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -53,15 +58,10 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn resolver_toml(extra_dns: &str) -> String {
+    let head = resolver_head(NO_UPSTREAM, extra_dns);
     format!(
         r#"
-[dns]
-listen = ["127.0.0.1:0"]
-{extra_dns}
-[http]
-listen = "127.0.0.1:0"
-[forward]
-upstreams = ["127.0.0.1:9"]
+{head}
 [[push.key]]
 id = "{KEY_ID}"
 env = "{KEY_ENV}"
@@ -516,20 +516,6 @@ fn is_closed(stream: &TcpStream) -> bool {
     }
 }
 
-/// Waits until `done` holds, checking every 10 ms; false at the deadline.
-fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Sends a query one byte a second (its length prefix first) and reports
 /// when the server closed the connection and how many bytes it had sent.
 fn slow_sender(addr: SocketAddr) -> JoinHandle<(Duration, usize)> {
@@ -593,7 +579,7 @@ fn idle_connections_and_a_slow_sender_are_capped_and_timed_out() {
     // The excess is closed at once, and the cap holds: exactly CAP - 1 of
     // the idle connections stay open, the first ones.
     let held = CAP - 1;
-    let excess_closed = wait_until(IDLE / 4, || {
+    let excess_closed = wait_until_every(POLL, IDLE / 4, || {
         idle.iter().filter(|(s, _)| is_closed(s)).count() == CONNECTIONS - held
     });
     let open: Vec<usize> = (0..CONNECTIONS)
@@ -610,7 +596,7 @@ fn idle_connections_and_a_slow_sender_are_capped_and_timed_out() {
 
     // After the timeout every one is closed, none before it.
     let mut closed_at: Vec<Option<Duration>> = vec![None; held];
-    let all_closed = wait_until(IDLE + Duration::from_secs(3), || {
+    let all_closed = wait_until_every(POLL, IDLE + Duration::from_secs(3), || {
         for (i, at) in closed_at.iter_mut().enumerate() {
             if at.is_none() && is_closed(&idle[i].0) {
                 *at = Some(idle[i].1.elapsed());
@@ -668,22 +654,21 @@ fn a_client_that_never_reads_its_answers_loses_its_slot() {
     const QUERIES: usize = 2_000;
     // One slot, so whether it is free shows; and a group of 40 members,
     // whose TXT view (5.6 KB) fills the buffers between us quickly.
+    let head = resolver_head(
+        NO_UPSTREAM,
+        &format!(
+            "max_tcp_connections = 1\ntcp_idle_timeout = \"{}s\"",
+            IDLE.as_secs()
+        ),
+    );
     let mut toml = format!(
         r#"
-[dns]
-listen = ["127.0.0.1:0"]
-max_tcp_connections = 1
-tcp_idle_timeout = "{}s"
-[http]
-listen = "127.0.0.1:0"
-[forward]
-upstreams = ["127.0.0.1:9"]
+{head}
 [[zone]]
 name = "any.example.net"
 [[group]]
 service = "web"
-"#,
-        IDLE.as_secs()
+"#
     );
     for i in 1..=40 {
         toml.push_str(&format!(
@@ -709,7 +694,10 @@ service = "web"
                 .read_frame(Duration::from_millis(500))
                 .is_ok_and(|f| f.is_some())
     };
-    assert!(wait_until(Duration::from_secs(5), free), "the slot is free");
+    assert!(
+        wait_until_every(POLL, Duration::from_secs(5), free),
+        "the slot is free"
+    );
 
     // A small receive buffer on our side; QUERIES answers (11 MB) are far
     // more than it and the server's send buffer (at most 4 MB) hold, so
@@ -735,7 +723,7 @@ service = "web"
     };
     let mut never_reads = None;
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until_every(POLL, Duration::from_secs(5), || {
             never_reads = connect_served();
             never_reads.is_some()
         }),
@@ -751,7 +739,7 @@ service = "web"
     let _ = never_reads.write_all(&framed.repeat(QUERIES - 1));
 
     // Without a deadline on writes the slot would stay taken for good.
-    let freed = wait_until(IDLE * 5 + Duration::from_secs(3), free);
+    let freed = wait_until_every(POLL, IDLE * 5 + Duration::from_secs(3), free);
     println!(
         "a client not reading {QUERIES} answers of {answer_size} bytes: its slot free again \
          after {:?} (timeout {IDLE:?})",

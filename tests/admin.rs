@@ -15,24 +15,24 @@
 //! Timing assertions state their bound next to them; the tests print the
 //! figures they measure (`-- --nocapture`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anycast_proto::probe::ProbeFile;
-use anycast_proto::push::ServerState;
+use anycast_tests::bed::{Member, PROBE_PATH};
 use anycast_tests::harness::{
-    Agent, Resolver, anycastctl_bare_command, anycastctl_command, decode, encode, exchange_udp,
-    query_message, query_udp, run_with_deadline,
+    Agent, NO_UPSTREAM, Resolver, addresses, admin_toml, anycastctl_bare_command,
+    anycastctl_command, decode, encode, exchange_udp, query_message, query_udp, resolver_head,
+    run_with_deadline, tally, wait_until_every,
 };
 use anycast_tests::http::{self, Response};
 use anycast_tests::web::WebServer;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
@@ -50,11 +50,6 @@ const KEY_ENV: &str = "ADMIN_TEST_PUSH_KEY";
 const SECRET: &str = "admin-e2e-push-secret-0123456789";
 /// The variable the agents read the join token from.
 const JOIN_ENV: &str = "ADMIN_TEST_JOIN_TOKEN";
-/// Where probe files are served.
-const PROBE_PATH: &str = ".well-known/anycast-probe.json";
-/// `[forward] upstreams`: the discard port, which answers no DNS (these
-/// tests never forward).
-const NO_UPSTREAM: &str = "127.0.0.1:9";
 
 /// How long one `anycastctl` run may take.
 const CTL_DEADLINE: Duration = Duration::from_secs(15);
@@ -72,30 +67,19 @@ fn resolver_toml(
     let join = join_token_file
         .map(|f| format!("join_token_file = \"{}\"\n", f.display()))
         .unwrap_or_default();
+    let head = resolver_head(NO_UPSTREAM, "");
     format!(
-        r#"[dns]
-listen = ["127.0.0.1:0"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[forward]
-upstreams = ["{NO_UPSTREAM}"]
+        r#"{head}
 
 [[push.key]]
 id = "{KEY_ID}"
 env = "{KEY_ENV}"
 
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{token}"
-state_file = "{state}"
-{join}
+{admin}{join}
 [[zone]]
 name = "{ZONE}"
 {groups}"#,
-        token = token_file.display(),
-        state = state_file.display(),
+        admin = admin_toml(token_file, state_file),
     )
 }
 
@@ -248,17 +232,7 @@ impl Bed {
 
     /// The endpoints of a group's members with their drained flags.
     fn members(&self, adn: &str) -> BTreeMap<String, bool> {
-        self.group(adn)["spec"]["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    format!("{}:{}", m["address"].as_str().unwrap(), m["port"]),
-                    m["drained"].as_bool().unwrap(),
-                )
-            })
-            .collect()
+        http::spec_members(&self.group(adn))
     }
 
     /// Every group as the admin API shows it: name → `{origin, spec}`.
@@ -316,85 +290,12 @@ fn admin_request(
         .unwrap_or_else(|e| panic!("{method} http://{admin}{path} failed: {e}"))
 }
 
-fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(POLL);
-    }
-    done()
-}
-
 // ---------------------------------------------------------------------------
 // DNS and probe files
 // ---------------------------------------------------------------------------
 
-/// The A addresses of one answer for `name`.
-fn addresses(dns: SocketAddr, name: &str) -> Vec<IpAddr> {
-    query_udp(dns, name, RecordType::A)
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// How often each address appears over `n` answers for `name`.
-fn tally(dns: SocketAddr, name: &str, n: usize) -> HashMap<IpAddr, usize> {
-    let mut seen = HashMap::new();
-    for _ in 0..n {
-        for ip in addresses(dns, name) {
-            *seen.entry(ip).or_insert(0) += 1;
-        }
-    }
-    seen
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
-}
-
-/// A test web server serving a valid probe file (state up) from its docroot.
-struct ProbeServer {
-    web: WebServer,
-    _docroot: tempfile::TempDir,
-}
-
-impl ProbeServer {
-    fn start(ip: &str, delay: Duration) -> ProbeServer {
-        let docroot = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(docroot.path().join(".well-known")).unwrap();
-        let web = WebServer::with_docroot((ip, 0), docroot.path()).unwrap();
-        web.set_delay(delay);
-        let file = ProbeFile {
-            server: web.addr().to_string(),
-            state: ServerState::Up,
-            tufr_ms: Some(1.0),
-            seq: 1,
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64,
-            pad: String::new(),
-        };
-        std::fs::write(docroot.path().join(PROBE_PATH), file.to_json(256)).unwrap();
-        ProbeServer {
-            web,
-            _docroot: docroot,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.web.addr()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/{PROBE_PATH}", self.web.addr())
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -403,8 +304,8 @@ impl ProbeServer {
 
 #[test]
 fn anycastctl_end_to_end() {
-    let probe = ProbeServer::start("127.0.71.100", Duration::ZERO);
-    let url = probe.url();
+    let probe = Member::with_probe_file(("127.0.71.100", 0), Duration::ZERO);
+    let url = probe.probe_url();
     let bed = Bed::start(&group_toml(
         "web",
         "",
@@ -620,8 +521,8 @@ fn anycastctl_end_to_end() {
 
 #[test]
 fn restart_keeps_runtime_state() {
-    let probe = ProbeServer::start("127.0.72.100", Duration::ZERO);
-    let url = probe.url();
+    let probe = Member::with_probe_file(("127.0.72.100", 0), Duration::ZERO);
+    let url = probe.probe_url();
     let web = "web.any.example.net";
     let api = "api.any.example.net";
     let mail = "mail.any.example.net";
@@ -829,7 +730,7 @@ fn kill_9_during_1000_concurrent_changes_loses_nothing_acknowledged() {
         .collect();
     let sending = Instant::now();
 
-    let reached = wait_until(Duration::from_secs(60), || {
+    let reached = wait_until_every(POLL, Duration::from_secs(60), || {
         acked.lock().unwrap().len() >= KILL_AFTER
     });
     assert!(
@@ -937,8 +838,8 @@ fn kill_9_during_1000_concurrent_changes_loses_nothing_acknowledged() {
 
 #[test]
 fn unauthorized_requests_change_nothing() {
-    let probe = ProbeServer::start("127.0.74.100", Duration::ZERO);
-    let url = probe.url();
+    let probe = Member::with_probe_file(("127.0.74.100", 0), Duration::ZERO);
+    let url = probe.probe_url();
     let web = "web.any.example.net";
     let mail = "mail.any.example.net";
     let bed = Bed::start(&group_toml("web", "", &[("127.0.74.1", 80, &url)]));
@@ -1134,7 +1035,7 @@ impl Watcher {
     /// now (panics after 10 s).
     fn observe(&self, n: u64) {
         let target = self.queries.load(Ordering::SeqCst) + n;
-        let done = wait_until(Duration::from_secs(10), || {
+        let done = wait_until_every(POLL, Duration::from_secs(10), || {
             self.queries.load(Ordering::SeqCst) >= target
         });
         assert!(done, "the watcher is stuck");
@@ -1170,8 +1071,8 @@ fn line_of(text: &str, needle: &str) -> usize {
 
 #[test]
 fn reload_with_a_broken_file_keeps_the_old_config() {
-    let probe = ProbeServer::start("127.0.75.100", Duration::ZERO);
-    let url = probe.url();
+    let probe = Member::with_probe_file(("127.0.75.100", 0), Duration::ZERO);
+    let url = probe.probe_url();
     let v1 = group_toml(
         "web",
         "",
@@ -1209,7 +1110,7 @@ fn reload_with_a_broken_file_keeps_the_old_config() {
     let reloaded = log_count(&bed.resolver, "configuration reloaded");
     bed.resolver.signal("HUP");
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until_every(POLL, Duration::from_secs(5), || {
             log_count(&bed.resolver, "configuration reloaded") > reloaded
         }),
         "SIGHUP did not reload"
@@ -1243,7 +1144,7 @@ fn reload_with_a_broken_file_keeps_the_old_config() {
         let refusals = log_count(&bed.resolver, "reload refused");
         bed.resolver.signal("HUP");
         assert!(
-            wait_until(Duration::from_secs(5), || {
+            wait_until_every(POLL, Duration::from_secs(5), || {
                 log_count(&bed.resolver, "reload refused") > refusals
             }),
             "SIGHUP with a broken file logged no refusal"
@@ -1308,13 +1209,19 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 fn a_member_added_with_anycastctl_is_answered_within_one_probe_interval() {
     let web = format!("web.{ZONE}");
     // Two members answering after 50 ms, measured by probes (no agents).
-    let slow: Vec<ProbeServer> = ["127.0.76.1", "127.0.76.2"]
+    let slow: Vec<Member> = ["127.0.76.1", "127.0.76.2"]
         .into_iter()
-        .map(|ip| ProbeServer::start(ip, Duration::from_millis(50)))
+        .map(|ip| Member::with_probe_file((ip, 0), Duration::from_millis(50)))
         .collect();
     let members: Vec<(String, u16, String)> = slow
         .iter()
-        .map(|s| (s.addr().ip().to_string(), s.addr().port(), s.url()))
+        .map(|s| {
+            (
+                s.web.addr().ip().to_string(),
+                s.web.addr().port(),
+                s.probe_url(),
+            )
+        })
         .collect();
     let members: Vec<(&str, u16, &str)> = members
         .iter()
@@ -1327,7 +1234,7 @@ fn a_member_added_with_anycastctl_is_answered_within_one_probe_interval() {
     let bed = Bed::start(&group_toml("web", &settings, &members));
     let http_api = bed.resolver.http_addr().unwrap();
     let view = || http::get_json(http_api, &format!("/v1/groups/{web}"));
-    let measured = wait_until(Duration::from_secs(5), || {
+    let measured = wait_until_every(POLL, Duration::from_secs(5), || {
         view()["members"]
             .as_array()
             .unwrap()
@@ -1339,9 +1246,9 @@ fn a_member_added_with_anycastctl_is_answered_within_one_probe_interval() {
     // The new member answers at once: once probed it is clearly the best
     // (~1 ms against ~50 ms, far outside 30 % or 5 ms of it), so the set
     // is it alone and every rt answer names it.
-    let fast = ProbeServer::start("127.0.76.3", Duration::ZERO);
-    let port = fast.addr().port().to_string();
-    let new_ip = fast.addr().ip();
+    let fast = Member::with_probe_file(("127.0.76.3", 0), Duration::ZERO);
+    let port = fast.web.addr().port().to_string();
+    let new_ip = fast.web.addr().ip();
     let rt = format!("rt.{web}");
     let started = Instant::now();
     bed.ctl_ok(&[
@@ -1352,7 +1259,7 @@ fn a_member_added_with_anycastctl_is_answered_within_one_probe_interval() {
         "--port",
         &port,
         "--probe",
-        &fast.url(),
+        &fast.probe_url(),
     ]);
     let acked = started.elapsed();
     let mut first = None;
@@ -1394,8 +1301,8 @@ fn a_member_added_with_anycastctl_is_answered_within_one_probe_interval() {
 
 #[test]
 fn a_state_directory_that_cannot_be_written_refuses_changes() {
-    let probe = ProbeServer::start("127.0.77.100", Duration::ZERO);
-    let url = probe.url();
+    let probe = Member::with_probe_file(("127.0.77.100", 0), Duration::ZERO);
+    let url = probe.probe_url();
     let web = format!("web.{ZONE}");
     let bed = Bed::start(&group_toml("web", "", &[("127.0.77.1", 80, &url)]));
     bed.ctl_ok(&["member", "add", &web, "127.0.77.2", "--probe", &url]);
@@ -1501,7 +1408,7 @@ fn agent_self_registration() {
     let server = WebServer::with_docroot("127.0.78.1:0", docroot.path()).unwrap();
     let endpoint = server.addr().to_string();
     let agent = joining_agent(&server, docroot.path(), http_api, JOIN_TOKEN);
-    let joined = wait_until(Duration::from_secs(10), || {
+    let joined = wait_until_every(POLL, Duration::from_secs(10), || {
         bed.members(&web).contains_key(&endpoint)
     });
     assert!(

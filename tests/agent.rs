@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::harness::{
-    self, AGENT_DEFAULT_KEY_ENV, Agent, Resolver, START_DEADLINE, agent_command, env_secrets,
-    example_configs, program_of, query_udp, run_with_deadline,
+    self, AGENT_DEFAULT_KEY_ENV, Agent, NO_UPSTREAM, Resolver, START_DEADLINE, agent_command,
+    env_secrets, example_configs, program_of, query_udp, resolver_head, run_with_deadline,
 };
 use anycast_tests::http;
 use anycast_tests::web::WebServer;
@@ -44,10 +44,6 @@ const KEY_ID: &str = "k1";
 const KEY_ENV: &str = "AGENT_TEST_PUSH_KEY";
 const SECRET: &str = "agent-e2e-secret-0123456789abcdef";
 
-/// Where the resolver's `[forward] upstreams` points: the discard port on
-/// loopback, which answers no DNS (these tests never forward).
-const NO_UPSTREAM: &str = "127.0.0.1:9";
-
 /// How often the tests poll the resolver's API while waiting for a condition.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -57,15 +53,9 @@ const FIRST_PUSH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A resolver config with group `web` made of `members`, and push key k1.
 fn resolver_toml(members: &[SocketAddr]) -> String {
+    let head = resolver_head(NO_UPSTREAM, "");
     let mut toml = format!(
-        r#"[dns]
-listen = ["127.0.0.1:0"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[forward]
-upstreams = ["{NO_UPSTREAM}"]
+        r#"{head}
 
 [[push.key]]
 id = "{KEY_ID}"

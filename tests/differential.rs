@@ -38,7 +38,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use anycast_tests::authority::{Nsd, Unbound, ZoneFile};
-use anycast_tests::harness::{Resolver, TcpClient, query_message, send_udp};
+use anycast_tests::harness::{Resolver, TcpClient, query_message, resolver_head, send_udp};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
@@ -335,15 +335,9 @@ fn text(record: &Record) -> String {
 }
 
 fn resolver_config(upstream: SocketAddr) -> String {
+    let head = resolver_head(upstream, "");
     format!(
-        r#"[dns]
-listen = ["127.0.0.1:0"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[forward]
-upstreams = ["{upstream}"]
+        r#"{head}
 allow = ["127.0.0.0/8"]
 timeout = "2s"
 "#

@@ -18,21 +18,17 @@ use anycast_tests::bed::{
     ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, member_toml,
     start_agent,
 };
-use anycast_tests::harness::{Resolver, query_udp};
+use anycast_tests::harness::{NO_UPSTREAM, Resolver, query_udp, resolver_head, tally, wait_until};
 use anycast_tests::http;
 use anycast_tests::web::WebServer;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
 fn resolver_toml(members: &[SocketAddr]) -> String {
+    let head = resolver_head(NO_UPSTREAM, "");
     let mut toml = format!(
         r#"
-[dns]
-listen = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-upstreams = ["127.0.0.1:9"]
+{head}
 [[push.key]]
 id = "{KEY_ID}"
 env = "{KEY_ENV}"
@@ -115,28 +111,8 @@ impl Bed {
 
     /// Addresses answered for `name` over `n` queries.
     fn answers(&self, name: &str, n: usize) -> HashMap<IpAddr, usize> {
-        let mut seen = HashMap::new();
-        for _ in 0..n {
-            let response = query_udp(self.resolver.addr(), name, RecordType::A);
-            for record in &response.answers {
-                if let RData::A(a) = &record.data {
-                    *seen.entry(IpAddr::V4(a.0)).or_insert(0) += 1;
-                }
-            }
-        }
-        seen
+        tally(self.resolver.addr(), name, n)
     }
-}
-
-fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    done()
 }
 
 fn in_set(view: &Value) -> HashSet<String> {

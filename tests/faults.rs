@@ -23,22 +23,20 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anycast_proto::probe::{MAX_PROBE_BYTES, ProbeFile};
-use anycast_proto::push::ServerState;
+use anycast_proto::probe::MAX_PROBE_BYTES;
 use anycast_tests::bed::{KEY_ENV, KEY_ID, Member, PROBE_PATH, SECRET};
 use anycast_tests::faulty::{
     FaultyUpstream, FaultyWeb, HoldingProxy, ProbeFault, SmallFs, UpstreamFault, closed_port,
     free_port, rss_kib,
 };
 use anycast_tests::harness::{
-    Resolver, TcpClient, anycastctl_command, decode, encode, query_message, query_udp,
-    run_with_deadline,
+    self, NO_UPSTREAM, Resolver, TcpClient, addresses, anycastctl_command, decode, encode,
+    query_message, query_udp, resolver_head, run_with_deadline, wait_until,
 };
 use anycast_tests::http;
 use anycast_tests::upstream::{Upstream, example_zone};
-use anycast_tests::web::WebServer;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
@@ -47,18 +45,6 @@ const ZONE: &str = "any.example.net";
 
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
-
-/// Waits until `done` holds, polling; `false` if it does not by `deadline`.
-fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(POLL);
-    }
-    done()
-}
 
 // ---------------------------------------------------------------------------
 // Upstream DNS down or answering garbage
@@ -72,15 +58,9 @@ const SERVFAIL_BOUND: Duration = Duration::from_secs(2);
 /// (`timeout_line` adds one), and one group so anycast answers can be
 /// checked alongside.
 fn forwarding_toml(upstream: SocketAddr, timeout_line: &str) -> String {
+    let head = resolver_head(upstream, "");
     format!(
-        r#"[dns]
-listen = ["127.0.0.1:0"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[forward]
-upstreams = ["{upstream}"]
+        r#"{head}
 {timeout_line}
 
 [[zone]]
@@ -313,15 +293,9 @@ fn probed_group_toml(service: &str, settings: &str, members: &[(SocketAddr, Stri
 
 /// A resolver config (no forwarding) with `groups`; `extra` goes before the zone.
 fn anycast_toml(extra: &str, groups: &str) -> String {
+    let head = resolver_head(NO_UPSTREAM, "");
     format!(
-        r#"[dns]
-listen = ["127.0.0.1:0"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[forward]
-upstreams = ["127.0.0.1:9"]
+        r#"{head}
 {extra}
 [[zone]]
 name = "{ZONE}"
@@ -380,55 +354,13 @@ fn txt_lines(dns: SocketAddr, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// A test web server serving a valid probe file (state up, TUFR 1 ms).
-struct GoodMember {
-    web: WebServer,
-    _docroot: tempfile::TempDir,
-}
-
-impl GoodMember {
-    fn start(addr: SocketAddr) -> GoodMember {
-        let docroot = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(docroot.path().join(".well-known")).unwrap();
-        let web = WebServer::with_docroot(addr, docroot.path()).unwrap();
-        let file = ProbeFile {
-            server: web.addr().to_string(),
-            state: ServerState::Up,
-            tufr_ms: Some(1.0),
-            seq: 1,
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64,
-            pad: String::new(),
-        };
-        std::fs::write(docroot.path().join(PROBE_PATH), file.to_json(256)).unwrap();
-        GoodMember {
-            web,
-            _docroot: docroot,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/{PROBE_PATH}", self.web.addr())
-    }
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
 /// The A addresses answered for `name` over `n` queries.
 fn answered(dns: SocketAddr, name: &str, n: usize) -> BTreeSet<IpAddr> {
-    let mut seen = BTreeSet::new();
-    for _ in 0..n {
-        for record in query_udp(dns, name, RecordType::A).answers {
-            if let RData::A(a) = record.data {
-                seen.insert(IpAddr::V4(a.0));
-            }
-        }
-    }
-    seen
+    (0..n).flat_map(|_| addresses(dns, name)).collect()
 }
 
 const FAULTS: [ProbeFault; 7] = [
@@ -477,14 +409,14 @@ const MEMORY_SLACK_KIB: u64 = 4096;
 
 #[test]
 fn misbehaving_probe_urls_mark_members_down_and_memory_stays_bounded() {
-    let good = GoodMember::start("127.0.61.1:0".parse().unwrap());
+    let good = Member::with_probe_file("127.0.61.1:0", Duration::ZERO);
     let faulty: Vec<FaultyWeb> = FAULTS
         .iter()
         .enumerate()
         .map(|(i, fault)| FaultyWeb::start(ip(&format!("127.0.61.{}", i + 2)), *fault).unwrap())
         .collect();
     let url = |f: &FaultyWeb| format!("http://{}/{PROBE_PATH}", f.addr());
-    let mut members = vec![(good.web.addr(), good.url())];
+    let mut members = vec![(good.web.addr(), good.probe_url())];
     members.extend(faulty.iter().map(|f| (f.addr(), url(f))));
     // A second group repeats every fault on more members, so that the
     // resolver makes thousands of failing probes in a few seconds.
@@ -619,11 +551,7 @@ const TOKEN: &str = "faults-admin-token-0123456789abcdef";
 fn admin_toml(dir: &Path, state_file: &Path) -> String {
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n",
-        token_file.display(),
-        state_file.display()
-    )
+    harness::admin_toml(&token_file, state_file)
 }
 
 /// An admin API request with the token and no body; panics if the
@@ -728,7 +656,7 @@ fn all_members_down_falls_back_to_every_member_not_drained() {
 
     // One member comes back: never a known-dead address while a live one
     // exists. Bound: two good probes in a row (recover_after), 300 ms apart.
-    let back = GoodMember::start(b);
+    let back = Member::with_probe_file(b, Duration::ZERO);
     let up = wait_until(Duration::from_secs(5), || {
         member(&view(http, &web), b)["health"] == "up"
     });
@@ -781,17 +709,7 @@ fn ctl(admin_addr: SocketAddr, token_file: &Path, args: &[&str]) -> Ctl {
 fn spec_members(admin_addr: SocketAddr, adn: &str) -> BTreeMap<String, bool> {
     let response = admin(admin_addr, "GET", &format!("/v1/admin/groups/{adn}"));
     assert_eq!(response.status, 200, "{}", response.text());
-    response.json()["spec"]["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                format!("{}:{}", m["address"].as_str().unwrap(), m["port"]),
-                m["drained"].as_bool().unwrap(),
-            )
-        })
-        .collect()
+    http::spec_members(&response.json())
 }
 
 #[test]
@@ -1012,10 +930,7 @@ fn kill_9_of_the_resolver_under_load_loses_nothing_acknowledged() {
     let groups = probed_group_toml(
         "web",
         "heartbeat = \"1s\"",
-        &[(
-            server.web.addr(),
-            format!("http://{}/{PROBE_PATH}", server.web.addr()),
-        )],
+        &[(server.web.addr(), server.probe_url())],
     ) + &probed_group_toml(
         "extra",
         "",
@@ -1204,10 +1119,7 @@ fn kill_9_of_an_agent_mid_push_loses_nothing_acknowledged() {
     let groups = probed_group_toml(
         "web",
         "heartbeat = \"1s\"",
-        &[(
-            server.web.addr(),
-            format!("http://{}/{PROBE_PATH}", server.web.addr()),
-        )],
+        &[(server.web.addr(), server.probe_url())],
     );
     let extra = format!("[[push.key]]\nid = \"{KEY_ID}\"\nenv = \"{KEY_ENV}\"\n");
     let resolver = Resolver::start_with(&anycast_toml(&extra, &groups), &[], &[(KEY_ENV, SECRET)]);

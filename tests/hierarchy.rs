@@ -46,9 +46,11 @@ use anycast_proto::push::ServerState;
 use anycast_tests::bed::{
     self, ADN, HEARTBEAT, KEY_ENV, KEY_ID, PROBE_INTERVAL, PROBE_PATH, SECRET,
 };
+use anycast_tests::faulty::await_close;
 use anycast_tests::harness::{
-    Agent, Resolver, anycastctl_command, decode, encode, query_message, query_tcp, query_udp,
-    receive_from, run_with_deadline,
+    Agent, NO_UPSTREAM, Resolver, a_records, admin_toml, anycastctl_command, decode, encode,
+    query_message, query_tcp, query_udp, receive_from, resolver_head, run_with_deadline,
+    wait_until,
 };
 use anycast_tests::http;
 use anycast_tests::upstream::{Upstream, Zone};
@@ -63,8 +65,6 @@ const ZONE: &str = "any.example.net";
 const RT_NAME: &str = "rt.web.any.example.net";
 /// The admin token of the authority (at least 16 characters).
 const TOKEN: &str = "hierarchy-e2e-token-0123456789ab";
-/// `[forward] upstreams` of resolvers that never forward: the discard port.
-const NO_UPSTREAM: &str = "127.0.0.1:9";
 
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
@@ -158,22 +158,12 @@ impl AdminFiles {
 /// `web` with `members`, the push key, and the admin API if `admin`.
 fn authority_toml(members: &[&Member], admin: Option<&AdminFiles>) -> String {
     let admin = admin
-        .map(|a| {
-            format!(
-                "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n",
-                a.token_file.display(),
-                a.state_file.display()
-            )
-        })
+        .map(|a| admin_toml(&a.token_file, &a.state_file))
         .unwrap_or_default();
+    let head = resolver_head(NO_UPSTREAM, "");
     let mut toml = format!(
         r#"
-[dns]
-listen = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-upstreams = ["{NO_UPSTREAM}"]
+{head}
 [[push.key]]
 id = "{KEY_ID}"
 env = "{KEY_ENV}"
@@ -245,17 +235,8 @@ fn local_toml(s: &LocalSettings<'_>) -> String {
     if let Some(stale) = s.max_stale {
         zone.push_str(&format!("max_stale = \"{stale}\"\n"));
     }
-    format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-upstreams = ["{upstream}"]
-{zone}"#,
-        upstream = s.upstream
-    )
+    let head = resolver_head(&s.upstream, "");
+    format!("\n{head}{zone}")
 }
 
 fn start_local(s: &LocalSettings<'_>) -> Resolver {
@@ -294,17 +275,6 @@ fn in_set(view: &Value) -> HashSet<String> {
         .iter()
         .filter(|m| m["in_set"] == true)
         .map(|m| m["endpoint"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn a_records(response: &Message) -> Vec<IpAddr> {
-    response
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
         .collect()
 }
 
@@ -359,17 +329,6 @@ fn burst(addr: SocketAddr, n: usize, timeout: Duration) -> Vec<(Option<ResponseC
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     })
-}
-
-fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(POLL);
-    }
-    done()
 }
 
 // ---------------------------------------------------------------------------
@@ -559,20 +518,9 @@ fn proxy_one(client: TcpStream, shared: &ProxyShared) -> io::Result<()> {
             // Hold the connection, answering nothing, until the client
             // gives up (or the proxy stops).
             let mut client = reader.into_inner();
-            client.set_read_timeout(Some(Duration::from_millis(100)))?;
-            let mut buf = [0u8; 512];
-            while !shared.stop.load(Ordering::Relaxed) {
-                match client.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => break,
-                }
-            }
+            await_close(&mut client, Duration::from_millis(100), &|| {
+                shared.stop.load(Ordering::Relaxed)
+            });
             return Ok(());
         }
         _ => {}

@@ -30,8 +30,8 @@ use anycast_tests::bed::{
     start_agent,
 };
 use anycast_tests::harness::{
-    ANSWER_TIMEOUT, Resolver, exchange_udp, query_message, raw_header, send_udp_from, with_edns,
-    workspace_root,
+    ANSWER_TIMEOUT, Resolver, exchange_udp, query_message, raw_header, send_udp_from, wait_until,
+    with_edns, workspace_root,
 };
 use anycast_tests::http;
 use anycast_tests::upstream::{Upstream, example_zone};
@@ -181,17 +181,6 @@ impl Bed {
         }
         seen
     }
-}
-
-fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    done()
 }
 
 fn now_unix() -> Duration {

@@ -10,11 +10,12 @@ use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use anycast_tests::faulty::Junk;
 use anycast_tests::harness::{
-    self, NO_ANSWER_TIMEOUT, Resolver, START_DEADLINE, TcpClient, dig, env_secrets,
+    self, NO_ANSWER_TIMEOUT, NO_UPSTREAM, Resolver, START_DEADLINE, TcpClient, dig, env_secrets,
     example_configs, exchange_udp, program_of, query_message, query_tcp, query_udp, query_udp_edns,
-    raw_header, receive_from, resolver_command, run_with_deadline, send_udp, send_udp_from,
-    set_opcode, with_edns,
+    raw_header, receive_from, resolver_command, resolver_head, run_with_deadline, send_udp,
+    send_udp_from, set_opcode, with_edns,
 };
 use anycast_tests::upstream::{Upstream, example_zone};
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
@@ -49,10 +50,6 @@ const BIG_MEMBERS: usize = 100;
 /// tests send traffic to loopback only, so these probes go to the closed
 /// discard port and fail at once.
 const LOOPBACK_PROBE: &str = "http://127.0.0.1:9/probe.json";
-
-/// Where tests that never forward point `[forward] upstreams`: the discard
-/// port on loopback, which answers no DNS.
-const NO_UPSTREAM: &str = "127.0.0.1:9";
 
 const DEFAULT_ALLOW: &str = r#"["127.0.0.0/8", "::1/128"]"#;
 
@@ -151,16 +148,9 @@ fn big_members() -> Vec<IpAddr> {
 
 /// A full config: `dns_extra` lines go into `[dns]`.
 fn config(upstream: &str, allow: &str, dns_extra: &str) -> String {
+    let head = resolver_head(upstream, dns_extra);
     format!(
-        r#"[dns]
-listen = ["127.0.0.1:0"]
-{dns_extra}
-
-[http]
-listen = "127.0.0.1:0"
-
-[forward]
-upstreams = ["{upstream}"]
+        r#"{head}
 allow = {allow}
 timeout = "2s"
 {groups}"#,
@@ -1329,35 +1319,17 @@ fn silent_upstream_gives_servfail_within_the_timeout() {
 // Malformed input
 // ---------------------------------------------------------------------------
 
-/// xorshift64: a seeded, dependency-free source of junk.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
-    }
-}
-
 #[test]
 fn random_bytes_do_not_break_the_server() {
     let resolver = start();
-    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+    let mut rng = Junk(0x5eed_1234_abcd_ef01);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sent_ids = std::collections::HashSet::new();
     for _ in 0..500 {
-        let len = usize::try_from(rng.next() % 300).unwrap();
+        let len = usize::try_from(rng.next_u64() % 300).unwrap();
         let mut packet = rng.bytes(len);
         // Half of them with a plausible query header, so the body parser is hit too.
-        if len >= 12 && rng.next() & 1 == 0 {
+        if len >= 12 && rng.next_u64() & 1 == 0 {
             packet[2] &= 0x07; // QR=0, opcode QUERY
             packet[4] = 0;
             packet[5] = 1; // QDCOUNT=1
@@ -1390,7 +1362,7 @@ fn random_bytes_do_not_break_the_server() {
     // Over TCP: junk frames, then the server either answers or closes.
     let mut tcp = TcpClient::connect(resolver.addr());
     for _ in 0..20 {
-        let len = usize::try_from(rng.next() % 100).unwrap();
+        let len = usize::try_from(rng.next_u64() % 100).unwrap();
         if tcp.write_frame(&rng.bytes(len)).is_err() {
             break;
         }

@@ -15,7 +15,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anycast_tests::harness::{Resolver, run_with_deadline, workspace_root};
+use anycast_tests::harness::{
+    NO_UPSTREAM, Resolver, resolver_head, run_with_deadline, workspace_root,
+};
 use anycast_tests::web::{BODY, WebServer};
 use serde_json::Value;
 
@@ -206,16 +208,9 @@ fn big_members() -> Vec<String> {
 
 /// A resolver config with the test groups plus `extra` (more groups).
 fn config(extra: &str) -> String {
+    let head = resolver_head(NO_UPSTREAM, "");
     format!(
-        r#"[dns]
-listen = ["127.0.0.1:0"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[forward]
-# The discard port: nothing is forwarded in these tests.
-upstreams = ["127.0.0.1:9"]
+        r#"{head}
 {groups}
 {extra}"#,
         groups = groups_toml()

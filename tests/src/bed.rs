@@ -3,9 +3,12 @@
 //! and pushes to a resolver. Timing settings are shorter than the defaults
 //! so end-to-end suites stay quick; tests derive their bounds from them.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anycast_proto::probe::ProbeFile;
+use anycast_proto::push::ServerState;
 
 use crate::harness::Agent;
 use crate::web::WebServer;
@@ -43,15 +46,45 @@ pub struct Member {
 impl Member {
     /// A web server on `ip` (free port) answering after `delay`; no agent yet.
     pub fn start(ip: &str, delay: Duration) -> Member {
+        Member::start_at((ip, 0), delay)
+    }
+
+    /// A web server at `addr` answering after `delay`; no agent yet.
+    pub fn start_at(addr: impl ToSocketAddrs, delay: Duration) -> Member {
         let docroot = tempfile::tempdir().expect("a temp dir");
         std::fs::create_dir_all(docroot.path().join(".well-known")).expect("the docroot");
-        let web = WebServer::with_docroot(format!("{ip}:0"), docroot.path()).expect("a web server");
+        let web = WebServer::with_docroot(addr, docroot.path()).expect("a web server");
         web.set_delay(delay);
         Member {
             web,
             docroot,
             agent: None,
         }
+    }
+
+    /// A member at `addr` with no agent, its docroot serving a valid probe
+    /// file (state up, TUFR 1 ms) written once.
+    pub fn with_probe_file(addr: impl ToSocketAddrs, delay: Duration) -> Member {
+        let member = Member::start_at(addr, delay);
+        let file = ProbeFile {
+            server: member.endpoint(),
+            state: ServerState::Up,
+            tufr_ms: Some(1.0),
+            seq: 1,
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("the clock is after 1970")
+                .as_millis() as u64,
+            pad: String::new(),
+        };
+        std::fs::write(member.docroot.path().join(PROBE_PATH), file.to_json(256))
+            .expect("the probe file");
+        member
+    }
+
+    /// The URL of the member's probe file.
+    pub fn probe_url(&self) -> String {
+        format!("http://{}/{PROBE_PATH}", self.web.addr())
     }
 
     /// `address:port`, as the resolver names the member.

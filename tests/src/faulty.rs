@@ -65,10 +65,11 @@ pub fn closed_port() -> SocketAddr {
 
 /// xorshift64: seeded junk without a dependency.
 #[derive(Debug, Clone)]
-struct Junk(u64);
+pub struct Junk(pub u64);
 
 impl Junk {
-    fn next(&mut self) -> u64 {
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -77,8 +78,9 @@ impl Junk {
         x
     }
 
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
+    /// `len` junk bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64().to_le_bytes()[0]).collect()
     }
 }
 
@@ -288,7 +290,7 @@ fn garbage_reply(kind: usize, query: &[u8], junk: &mut Junk) -> Vec<u8> {
     let id = [query[0], query[1]];
     match kind {
         0 => {
-            let len = usize::try_from(junk.next() % 200).unwrap_or(0);
+            let len = usize::try_from(junk.next_u64() % 200).unwrap_or(0);
             junk.bytes(len)
         }
         1 => {
@@ -509,10 +511,10 @@ fn read_request_head(stream: &mut TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until the client closes the connection (or the server stops),
-/// discarding whatever it sends.
-fn await_close(stream: &mut TcpStream, stopped: &impl Fn() -> bool) {
-    let _ = stream.set_read_timeout(Some(POLL));
+/// Waits until the client closes the connection (or `stopped` says the
+/// server stops, checked every `poll`), discarding whatever it sends.
+pub fn await_close(stream: &mut TcpStream, poll: Duration, stopped: &impl Fn() -> bool) {
+    let _ = stream.set_read_timeout(Some(poll));
     let mut buf = [0u8; 1024];
     while !stopped() {
         match stream.read(&mut buf) {
@@ -581,7 +583,7 @@ fn answer(
                 write(&mut stream, &chunk)?;
                 sent += chunk.len() as u64;
             }
-            await_close(&mut stream, &stopped);
+            await_close(&mut stream, POLL, &stopped);
         }
         ProbeFault::EndlessChunks => {
             write(
@@ -596,10 +598,10 @@ fn answer(
                 write(&mut stream, &chunk)?;
                 sent += chunk.len() as u64;
             }
-            await_close(&mut stream, &stopped);
+            await_close(&mut stream, POLL, &stopped);
         }
         ProbeFault::Garbage => {
-            let len = 512 + usize::try_from(junk.next() % 2048).unwrap_or(0);
+            let len = 512 + usize::try_from(junk.next_u64() % 2048).unwrap_or(0);
             write(&mut stream, &junk.bytes(len))?;
         }
         ProbeFault::NotAProbeFile => {

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// How long a resolver or agent may take to say it is up (its `listening on`
@@ -741,6 +741,70 @@ pub fn run_with_deadline(command: &mut Command, deadline: Duration) -> Output {
 }
 
 // ---------------------------------------------------------------------------
+// Resolver configs
+// ---------------------------------------------------------------------------
+
+/// `[forward] upstreams` for tests that never forward: the discard port,
+/// which answers no DNS.
+pub const NO_UPSTREAM: &str = "127.0.0.1:9";
+
+/// The start of a resolver config: `[dns]` (plus the `dns_extra` lines) and
+/// `[http]` on free loopback ports, then `[forward]` to `upstream`. More
+/// `[forward]` settings may follow it, then the rest of the config.
+pub fn resolver_head(upstream: impl std::fmt::Display, dns_extra: &str) -> String {
+    format!(
+        r#"[dns]
+listen = ["127.0.0.1:0"]
+{dns_extra}
+[http]
+listen = "127.0.0.1:0"
+
+[forward]
+upstreams = ["{upstream}"]
+"#
+    )
+}
+
+/// An `[admin]` section on a free loopback port with the token and state
+/// file at the given paths (more `[admin]` settings may follow it).
+pub fn admin_toml(token_file: &Path, state_file: &Path) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n",
+        token_file.display(),
+        state_file.display()
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Waiting on conditions
+// ---------------------------------------------------------------------------
+
+/// How often [`wait_until`] polls.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `done` holds, polling every [`POLL`]; `false` if it does not
+/// by `deadline` (checked once more then).
+pub fn wait_until(deadline: Duration, done: impl FnMut() -> bool) -> bool {
+    wait_until_every(POLL, deadline, done)
+}
+
+/// [`wait_until`], polling every `poll`.
+pub fn wait_until_every(
+    poll: Duration,
+    deadline: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(poll);
+    }
+    done()
+}
+
+// ---------------------------------------------------------------------------
 // DNS client
 // ---------------------------------------------------------------------------
 
@@ -849,6 +913,34 @@ pub fn send_udp(addr: SocketAddr, message: &Message) -> Message {
 /// Asks `name`/`rtype` over UDP from 127.0.0.1, without EDNS.
 pub fn query_udp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
     send_udp(addr, &query_message(name, rtype))
+}
+
+/// The A addresses of one answer for `name` (over UDP).
+pub fn addresses(addr: SocketAddr, name: &str) -> Vec<IpAddr> {
+    a_records(&query_udp(addr, name, RecordType::A))
+}
+
+/// The addresses of a response's A records.
+pub fn a_records(response: &Message) -> Vec<IpAddr> {
+    response
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How often each address appears over `n` answers for `name`.
+pub fn tally(addr: SocketAddr, name: &str, n: usize) -> HashMap<IpAddr, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        for ip in addresses(addr, name) {
+            *seen.entry(ip).or_insert(0) += 1;
+        }
+    }
+    seen
 }
 
 /// Asks over UDP with EDNS (`payload`, `version`); returns the response and

@@ -1,6 +1,7 @@
 //! A tiny blocking HTTP/1.1 client for the resolver's HTTP API (and the test
 //! web server): one request per connection (`Connection: close`), std only.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -159,6 +160,26 @@ pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
 pub fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     request(addr, "POST", path, headers, body)
         .unwrap_or_else(|e| panic!("POST http://{addr}{path} failed: {e}"))
+}
+
+/// The members of a group as the admin API shows it
+/// (`GET /v1/admin/groups/{adn}`): endpoint → drained.
+pub fn spec_members(group: &serde_json::Value) -> BTreeMap<String, bool> {
+    group["spec"]["members"]
+        .as_array()
+        .expect("spec.members is an array")
+        .iter()
+        .map(|m| {
+            (
+                format!(
+                    "{}:{}",
+                    m["address"].as_str().expect("a member address"),
+                    m["port"]
+                ),
+                m["drained"].as_bool().expect("a drained flag"),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
