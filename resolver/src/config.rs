@@ -317,6 +317,18 @@ impl Config {
             if groups.iter().any(|g| g.name == name) {
                 return Err(err(span, format!("group {name} is defined twice")));
             }
+            // `any` in `example.net` is spelled like the zone `any.example.net`:
+            // queries and pushes by that name reach the zone's apex, never the
+            // group (an invariant of the `config` fuzz target).
+            let spelled = name.to_string();
+            if zones.iter().any(|z| z.name.as_str() == spelled) {
+                return Err(err(
+                    span,
+                    format!(
+                        "group {name} is spelled like a zone: its DNS name is that zone's apex"
+                    ),
+                ));
+            }
             let mut members: Vec<Member> = Vec::new();
             for m in raw.members {
                 let span = m.address.span();
@@ -825,6 +837,17 @@ probe = "http://[::1]:80/p.json"
         let e = error("[dns]\nudp_payload = 100\n");
         assert!(
             e.contains("test.toml:2:") && e.contains("512..=4096"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_group_spelled_like_a_zone_is_refused() {
+        let e = error(
+            "[[zone]]\nname = \"example.net\"\n[[zone]]\nname = \"any.example.net\"\n[[group]]\nzone = \"example.net\"\nservice = \"any\"\n",
+        );
+        assert!(
+            e.starts_with("test.toml:7:") && e.contains("spelled like a zone"),
             "{e}"
         );
     }
