@@ -207,7 +207,6 @@ impl AgentConfig {
         }
         let smoothing = SmoothingConfig {
             time_constant: positive_duration(source, s.time_constant)?,
-            rise_time_constant: positive_duration(source, s.rise_time_constant)?,
             clamp,
             down_after: positive(source, s.down_after)?,
             stale_after: positive_duration(source, s.stale_after)?,
@@ -227,6 +226,7 @@ impl AgentConfig {
             threshold,
             floor: pp.floor.0,
             min_interval: positive_duration(source, pp.min_interval)?,
+            rise_interval: positive_duration(source, pp.rise_interval)?,
             heartbeat: positive_duration(source, pp.heartbeat)?,
             max_backoff: positive_duration(source, pp.max_backoff)?,
         };
@@ -363,7 +363,6 @@ enum RawUnit {
 #[serde(deny_unknown_fields, default)]
 struct RawSmoothing {
     time_constant: Spanned<HumanDuration>,
-    rise_time_constant: Spanned<HumanDuration>,
     clamp: Spanned<f64>,
     down_after: Spanned<u32>,
     stale_after: Spanned<HumanDuration>,
@@ -374,7 +373,6 @@ impl Default for RawSmoothing {
         let d = SmoothingConfig::default();
         Self {
             time_constant: spanned(d.time_constant.into()),
-            rise_time_constant: spanned(d.rise_time_constant.into()),
             clamp: spanned(d.clamp),
             down_after: spanned(d.down_after),
             stale_after: spanned(d.stale_after.into()),
@@ -396,6 +394,7 @@ struct RawPush {
     threshold: Spanned<f64>,
     floor: HumanDuration,
     min_interval: Spanned<HumanDuration>,
+    rise_interval: Spanned<HumanDuration>,
     heartbeat: Spanned<HumanDuration>,
     max_backoff: Spanned<HumanDuration>,
     timeout: Spanned<HumanDuration>,
@@ -408,6 +407,7 @@ impl Default for RawPush {
             threshold: spanned(d.threshold),
             floor: d.floor.into(),
             min_interval: spanned(d.min_interval.into()),
+            rise_interval: spanned(d.rise_interval.into()),
             heartbeat: spanned(d.heartbeat.into()),
             max_backoff: spanned(d.max_backoff.into()),
             timeout: spanned(Duration::from_secs(2).into()),

@@ -6,7 +6,11 @@
 //! * A change is significant when the state changes, or the TUFR moves by
 //!   more than `threshold` (relative to the last pushed value) and by more
 //!   than `floor` (absolute, so tiny values do not push on noise).
-//! * Pushes to one target are at least `min_interval` apart.
+//! * Pushes to one target are at least `min_interval` apart, except news
+//!   that the server got worse (slower by a significant change, or down):
+//!   that goes out once `rise_interval` has passed since the last push.
+//!   Every client a resolver sends meanwhile meets the slower server, while
+//!   a server getting faster loses nothing by being reported a little late.
 //! * Without significant change, a heartbeat goes out every `heartbeat`, so
 //!   the resolver can tell silence from stability.
 //! * After a failed push the next attempt waits an exponentially growing,
@@ -26,6 +30,9 @@ pub struct PushPolicy {
     pub floor: Duration,
     /// Least time between two pushes to one target.
     pub min_interval: Duration,
+    /// Least time between two pushes when the server got worse (at most
+    /// `min_interval`; a longer value counts as `min_interval`).
+    pub rise_interval: Duration,
     /// Most time between two pushes to one target (the heartbeat).
     pub heartbeat: Duration,
     /// Longest wait after failures.
@@ -38,6 +45,7 @@ impl Default for PushPolicy {
             threshold: 0.1,
             floor: Duration::from_micros(500),
             min_interval: Duration::from_secs(1),
+            rise_interval: Duration::from_millis(250),
             heartbeat: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
         }
@@ -62,7 +70,12 @@ impl PushPolicy {
             return now;
         };
         if self.significant(&pushed, reading) {
-            (at + self.min_interval).max(now)
+            let gap = if worse(&pushed, reading) {
+                self.rise_interval.min(self.min_interval)
+            } else {
+                self.min_interval
+            };
+            (at + gap).max(now)
         } else {
             at + self.heartbeat
         }
@@ -108,6 +121,16 @@ impl PushPolicy {
     }
 }
 
+/// Whether `now` reports a worse server than `pushed`: down (or draining)
+/// after up, or a larger TUFR. Only asked of significant changes.
+fn worse(pushed: &Reading, now: &Reading) -> bool {
+    match (pushed.tufr_ms, now.tufr_ms) {
+        (Some(old), Some(new)) => new > old,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,15 +170,43 @@ mod tests {
         let p = PushPolicy::default();
         let t0 = Instant::now();
         let mut st = TargetState::default();
-        p.pushed(&mut st, up(10.0), t0);
+        p.pushed(&mut st, up(50.0), t0);
         let soon = t0 + Duration::from_millis(200);
-        assert_eq!(p.due(&st, &up(50.0), soon), t0 + p.min_interval);
-        assert_eq!(p.due(&st, &up(50.0), t0 + 3 * S), t0 + 3 * S);
+        assert_eq!(p.due(&st, &up(10.0), soon), t0 + p.min_interval);
+        assert_eq!(p.due(&st, &up(10.0), t0 + 3 * S), t0 + 3 * S);
         let down = Reading {
             state: ServerState::Down,
             tufr_ms: None,
         };
         assert!(p.significant(&up(10.0), &down));
+    }
+
+    #[test]
+    fn a_server_getting_worse_is_pushed_after_the_rise_interval() {
+        let p = PushPolicy::default();
+        let t0 = Instant::now();
+        let mut st = TargetState::default();
+        p.pushed(&mut st, up(10.0), t0);
+        let soon = t0 + Duration::from_millis(100);
+        // Slower: after rise_interval, not min_interval.
+        assert_eq!(p.due(&st, &up(50.0), soon), t0 + p.rise_interval);
+        let down = Reading {
+            state: ServerState::Down,
+            tufr_ms: None,
+        };
+        assert_eq!(p.due(&st, &down, soon), t0 + p.rise_interval);
+        // Faster: min_interval as before.
+        assert_eq!(p.due(&st, &up(5.0), soon), t0 + p.min_interval);
+        // Back up from down is not worse.
+        p.pushed(&mut st, down, t0);
+        assert_eq!(p.due(&st, &up(5.0), soon), t0 + p.min_interval);
+        // A rise_interval above min_interval is min_interval.
+        let slow = PushPolicy {
+            rise_interval: 2 * S,
+            ..p
+        };
+        p.pushed(&mut st, up(10.0), t0);
+        assert_eq!(slow.due(&st, &up(50.0), soon), t0 + slow.min_interval);
     }
 
     #[test]

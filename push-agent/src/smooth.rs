@@ -1,28 +1,34 @@
 //! Smoothing raw TUFR samples into the value the agent publishes.
 //!
-//! Three stages:
+//! What is published is the larger of a steady **level** and a fast
+//! **rise** signal:
 //!
-//! 1. A **median prefilter**: what enters the average is the median of the
-//!    last three samples (the lower of two), so one slow request (a
-//!    heavy-tailed service time, a GC pause) does not enter at all, while a
-//!    lasting change comes through one sample later.
-//! 2. An exponentially weighted moving average in continuous time: a value
-//!    taken `dt` after the previous one has weight `alpha = 1 - exp(-dt /
-//!    tau)`, so the estimate forgets at the same rate however irregular the
-//!    samples are, and after a step it has covered 63 % of the step in `tau`,
-//!    86 % in `2 tau`, 95 % in `3 tau`. **Fast rise, slow fall**: `tau` is
-//!    `rise_time_constant` when the value is above the estimate and
-//!    `time_constant` when below. A server whose queue builds is reported
-//!    within a few hundred milliseconds, since every client sent to it
-//!    meanwhile waits in that queue; one that recovers comes back steadily.
-//!    Before it enters the average a value is clamped to `[estimate / clamp,
-//!    estimate * clamp]`.
-//! 3. A **restart** with no history (the first samples, or the first after
-//!    being down): until three samples have arrived the estimate is the
-//!    prefilter's value itself. After an outage the first measurement to
-//!    complete has usually waited out the old queue; the next one, started
-//!    after it, shows whether the queue is still there, and the lower of the
-//!    two is published.
+//! 1. The level is an exponentially weighted moving average, in continuous
+//!    time, of the **median of the last three samples** (the lower of two).
+//!    The median keeps one slow request (a heavy-tailed service time, a GC
+//!    pause) out altogether; the average, with `time_constant` (2 s) and a
+//!    value taken `dt` after the previous weighted `alpha = 1 - exp(-dt /
+//!    tau)`, forgets at the same rate however irregular the samples are:
+//!    after a step it covers 63 % of the step in `tau`, 95 % in `3 tau`.
+//!    Before it enters, a value is clamped to `[level / clamp, level *
+//!    clamp]`. Rises and falls are weighted alike, so the level is an
+//!    unbiased middle of the noise (a faster rise than fall made it track
+//!    the noise's upper envelope: 1.6 times the median on the testbed's
+//!    service times, and every resolver's calibration carried that bias).
+//! 2. **Rise**: the smaller of the last two samples. A queue that builds
+//!    shows in every measurement, so two in a row above the level are
+//!    published at once (every client sent to the server meanwhile waits in
+//!    that queue); one slow request is not.
+//! 3. **Fall**: when all of the last three samples are below a third of the
+//!    level, the queue has drained: the level drops to the largest of them
+//!    rather than decaying from the old queue over seconds.
+//!
+//! A **restart** with no history (the first samples, or the first after
+//! being down) publishes the prefilter's value itself until three samples
+//! have arrived: the first, then the lower of the first two, then their
+//! median. After an outage the first measurement to complete has usually
+//! waited out the old queue; the next, started after it, shows whether that
+//! queue is still there.
 //!
 //! A server that stops answering is reported down, never as its last good
 //! value: after `down_after` failed measurements in a row, or when no sample
@@ -36,10 +42,8 @@ use anycast_proto::push::ServerState;
 /// Smoothing parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SmoothingConfig {
-    /// Time constant of the average when the value falls.
+    /// Time constant of the level's average.
     pub time_constant: Duration,
-    /// Time constant of the average when the value rises.
-    pub rise_time_constant: Duration,
     /// Outlier clamp factor (> 1).
     pub clamp: f64,
     /// Failed measurements in a row that make the server down.
@@ -52,7 +56,6 @@ impl Default for SmoothingConfig {
     fn default() -> Self {
         Self {
             time_constant: Duration::from_secs(2),
-            rise_time_constant: Duration::from_millis(250),
             clamp: 4.0,
             down_after: 3,
             stale_after: Duration::from_secs(30),
@@ -73,22 +76,29 @@ pub struct Reading {
 #[derive(Debug, Clone)]
 pub struct Smoother {
     config: SmoothingConfig,
-    estimate_ms: Option<f64>,
+    /// The level (stage 1), in milliseconds.
+    level_ms: Option<f64>,
     last_sample: Option<Instant>,
     failures: u32,
     /// The last [`PREFILTER`] samples since the last restart.
     window: VecDeque<f64>,
 }
 
-/// Samples the prefilter takes the median of (fixed).
+/// Samples the prefilter takes the median of, and a fall must show in
+/// (fixed).
 const PREFILTER: usize = 3;
+/// Samples in a row a rise must show in to be published at once (fixed).
+const RISE_SAMPLES: usize = 2;
+/// A fall below this share of the level, in every sample of the window, is
+/// a drained queue (fixed).
+const FALL_BELOW: f64 = 1.0 / 3.0;
 
 impl Smoother {
     /// A smoother that has seen nothing yet.
     pub fn new(config: SmoothingConfig) -> Self {
         Self {
             config,
-            estimate_ms: None,
+            level_ms: None,
             last_sample: None,
             failures: 0,
             window: VecDeque::with_capacity(PREFILTER),
@@ -98,8 +108,8 @@ impl Smoother {
     /// Feeds one measured TUFR taken at `now`.
     pub fn sample(&mut self, tufr: Duration, now: Instant) {
         self.failures = 0;
-        let restarting = self.estimate_ms.is_none() || self.window.len() < PREFILTER;
-        if self.estimate_ms.is_none() {
+        let restarting = self.level_ms.is_none() || self.window.len() < PREFILTER;
+        if self.level_ms.is_none() {
             self.window.clear();
         }
         if self.window.len() == PREFILTER {
@@ -107,18 +117,19 @@ impl Smoother {
         }
         self.window.push_back(tufr.as_secs_f64() * 1000.0);
         let value = self.prefiltered();
-        self.estimate_ms = Some(match (self.estimate_ms, self.last_sample) {
-            (Some(estimate), Some(last)) if !restarting => {
-                let tau = if value > estimate {
-                    self.config.rise_time_constant
-                } else {
-                    self.config.time_constant
-                };
+        self.level_ms = Some(match (self.level_ms, self.last_sample) {
+            (Some(level), Some(last)) if !restarting => {
                 let dt = now.saturating_duration_since(last).as_secs_f64();
-                let alpha = 1.0 - (-dt / tau.as_secs_f64()).exp();
-                let floor = estimate / self.config.clamp;
-                let ceiling = (estimate * self.config.clamp).max(floor);
-                estimate + alpha * (value.clamp(floor, ceiling) - estimate)
+                let alpha = 1.0 - (-dt / self.config.time_constant.as_secs_f64()).exp();
+                let floor = level / self.config.clamp;
+                let ceiling = (level * self.config.clamp).max(floor);
+                let level = level + alpha * (value.clamp(floor, ceiling) - level);
+                let highest = self.window.iter().copied().fold(f64::MIN, f64::max);
+                if highest < level * FALL_BELOW {
+                    highest
+                } else {
+                    level
+                }
             }
             // No history to trust yet: the prefiltered measurement itself.
             _ => value,
@@ -133,13 +144,28 @@ impl Smoother {
         sorted[(sorted.len() - 1) / 2]
     }
 
+    /// What is published: the larger of the level and the rise signal
+    /// (the smaller of the last two samples).
+    fn published(&self) -> Option<f64> {
+        let level = self.level_ms?;
+        let rise = (self.window.len() >= RISE_SAMPLES).then(|| {
+            self.window
+                .iter()
+                .rev()
+                .take(RISE_SAMPLES)
+                .copied()
+                .fold(f64::MAX, f64::min)
+        });
+        Some(rise.map_or(level, |r| level.max(r)))
+    }
+
     /// Feeds a lower bound taken at `now`: a measurement still outstanding
-    /// after `elapsed`. It says something only when it exceeds the estimate
-    /// (the server is slower than thought), and is then taken as a sample;
-    /// otherwise, and before any estimate, it is ignored.
+    /// after `elapsed`. It says something only when it exceeds the
+    /// published value (the server is slower than thought), and is then
+    /// taken as a sample; otherwise, and before any estimate, it is ignored.
     pub fn at_least(&mut self, elapsed: Duration, now: Instant) {
         if self
-            .estimate_ms
+            .published()
             .is_some_and(|e| elapsed.as_secs_f64() * 1000.0 > e)
         {
             self.sample(elapsed, now);
@@ -152,7 +178,7 @@ impl Smoother {
         if self.failures >= self.config.down_after {
             // Forget the old value: when the server comes back, its first
             // measurement is the truth, not a blend with the pre-outage past.
-            self.estimate_ms = None;
+            self.level_ms = None;
         }
     }
 
@@ -169,7 +195,7 @@ impl Smoother {
         if now.saturating_duration_since(last) > self.config.stale_after {
             return Some(down);
         }
-        self.estimate_ms.map(|t| Reading {
+        self.published().map(|t| Reading {
             state: ServerState::Up,
             tufr_ms: Some(t),
         })
@@ -226,29 +252,51 @@ mod tests {
 
     #[test]
     fn a_fall_is_followed_at_the_time_constant() {
-        // From 50 to 10 ms: after the prefilter's one-sample delay, one time
-        // constant (2 s) covers 1 - 1/e of the step.
+        // From 50 to 20 ms (above a third): after the prefilter's one-sample
+        // delay, one time constant (2 s) covers 1 - 1/e of the step.
         let t0 = Instant::now();
         let mut s = settled(50, t0);
-        let now = feed(&mut s, 10, t0, 2100 * MS);
-        let c = covered(tufr(&s, now), 50.0, 10.0);
+        let now = feed(&mut s, 20, t0, 2100 * MS);
+        let c = covered(tufr(&s, now), 50.0, 20.0);
         assert!((c - (1.0 - (-1.0f64).exp())).abs() < 0.01, "{c}");
     }
 
     #[test]
-    fn a_rise_is_followed_at_the_rise_time_constant() {
-        // From 10 to 30 ms (within the clamp). The prefilter passes the step
-        // with the second sample (at 200 ms), weighted from the first (at
-        // 100 ms): at time t, 1 - exp(-(t - 100 ms) / 250 ms) of the step.
+    fn a_drained_queue_is_published_once_three_samples_show_it() {
+        // From 900 to 25 ms: two samples are not enough (one could be a
+        // fast request), the third drops the level to the largest of them.
+        let t0 = Instant::now();
+        let mut s = settled(900, t0);
+        s.sample(20 * MS, t0 + 100 * MS);
+        s.sample(25 * MS, t0 + 200 * MS);
+        assert!(tufr(&s, t0 + 200 * MS) > 800.0);
+        s.sample(22 * MS, t0 + 300 * MS);
+        assert_eq!(tufr(&s, t0 + 300 * MS), 25.0);
+    }
+
+    #[test]
+    fn a_rise_in_two_samples_in_a_row_is_published_at_once() {
         let t0 = Instant::now();
         let mut s = settled(10, t0);
-        let now = feed(&mut s, 30, t0, 300 * MS);
-        let c = covered(tufr(&s, now), 10.0, 30.0);
-        let expected = 1.0 - (-(300.0 - 100.0) / 250.0f64).exp();
-        assert!((c - expected).abs() < 1e-9, "{c}");
-        // A second after it passed the prefilter, all but 2 %.
-        let now = feed(&mut s, 30, now, 800 * MS);
-        assert!(covered(tufr(&s, now), 10.0, 30.0) > 0.98);
+        s.sample(300 * MS, t0 + 100 * MS);
+        assert_eq!(
+            tufr(&s, t0 + 100 * MS),
+            10.0,
+            "one slow sample is not a rise"
+        );
+        s.sample(200 * MS, t0 + 200 * MS);
+        assert_eq!(tufr(&s, t0 + 200 * MS), 200.0, "the smaller of the two");
+        // The level follows at the time constant, from the prefilter's
+        // median (200 ms, clamped to 40) on: it is below the samples, so
+        // what is published is the rise.
+        let now = feed(&mut s, 250, t0 + 200 * MS, 300 * MS);
+        assert_eq!(tufr(&s, now), 250.0);
+        // Back to 10 ms: the rise signal goes with the second fast sample,
+        // and the level, raised meanwhile, decays.
+        s.sample(10 * MS, now + 100 * MS);
+        s.sample(10 * MS, now + 200 * MS);
+        let published = tufr(&s, now + 200 * MS);
+        assert!(published > 10.0 && published < 250.0, "{published}");
     }
 
     #[test]
@@ -279,15 +327,16 @@ mod tests {
     }
 
     #[test]
-    fn a_lasting_jump_is_clamped_per_step() {
+    fn the_level_moves_by_at_most_the_clamp_per_sample() {
         let t0 = Instant::now();
         let mut s = settled(10, t0);
         s.sample(10_000 * MS, t0 + 1000 * MS);
         s.sample(10_000 * MS, t0 + 2000 * MS);
         // The second passes the prefilter, clamped to 40 ms, weighted by
-        // 1 - exp(-1 s / 250 ms).
-        let expected = 10.0 + (1.0 - (-4.0f64).exp()) * 30.0;
-        assert!((tufr(&s, t0 + 2000 * MS) - expected).abs() < 1e-9);
+        // 1 - exp(-1 s / 2 s); what is published is the rise itself.
+        let expected = 10.0 + (1.0 - (-0.5f64).exp()) * 30.0;
+        assert!((s.level_ms.unwrap() - expected).abs() < 1e-9);
+        assert_eq!(tufr(&s, t0 + 2000 * MS), 10_000.0);
     }
 
     #[test]
