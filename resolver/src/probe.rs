@@ -4,7 +4,9 @@
 //! One task per member of every group (following membership changes), each
 //! probing every `probe_interval`
 //! (jittered by ±10 % so probes of many members spread out), sooner after a
-//! failure (so a dead member is confirmed dead quickly), never more than
+//! failure (so a dead member is confirmed dead quickly) and while a member
+//! that was down answers again (so it is confirmed back quickly: a server
+//! whose queue has just drained is the fastest there is), never more than
 //! `MAX_CONCURRENT_PROBES` at once across the resolver. The probe traffic a
 //! member sees is therefore fixed by configuration, whatever the query rate.
 //!
@@ -33,7 +35,8 @@ use crate::groups::{Directory, Group, Member, PerMember};
 /// Probes in flight at once, over every member.
 pub const MAX_CONCURRENT_PROBES: usize = 64;
 
-/// Delay before re-probing a member whose probe just failed.
+/// Delay before re-probing a member whose probe just failed, or that is
+/// down and whose probe just succeeded (on its way back up).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 
 /// Every member's estimator, fed by the prober.
@@ -62,15 +65,23 @@ impl ProbeBoard {
         )
     }
 
-    /// Records a successful probe of `member`.
-    pub fn probe_ok(&self, group: &Group, member: &Member, sample: ProbeSample, now: Instant) {
+    /// Records a successful probe of `member`; returns the member's health
+    /// after it.
+    pub fn probe_ok(
+        &self,
+        group: &Group,
+        member: &Member,
+        sample: ProbeSample,
+        now: Instant,
+    ) -> Health {
         self.with(group, member, |e| {
             let was = e.health();
             e.probe_ok(sample, now);
             if was == Health::Down && e.health() == Health::Up {
                 info!(group = %group.name, member = %member.endpoint(), "member is up again");
             }
-        });
+            e.health()
+        })
     }
 
     /// Records a failed probe of `member`.
@@ -211,10 +222,12 @@ async fn probe_member(
                     tufr_ms: file.tufr_ms,
                 };
                 debug!(rt_ms = sample.rt_ms, tufr_ms = ?sample.tufr_ms, "probed");
-                board.probe_ok(&group, member, sample, Instant::now());
-                settings
-                    .interval
-                    .mul_f64(0.9 + 0.2 * rand::rng().random::<f64>())
+                match board.probe_ok(&group, member, sample, Instant::now()) {
+                    Health::Down => RETRY_AFTER_FAILURE,
+                    Health::Up | Health::Unknown => settings
+                        .interval
+                        .mul_f64(0.9 + 0.2 * rand::rng().random::<f64>()),
+                }
             }
             Err(reason) => {
                 debug!(%reason, "probe failed");
