@@ -150,6 +150,19 @@ impl AnycastName {
         }
     }
 
+    /// The zone among `zones` that this group's DNS form is the apex of, if
+    /// any: `any` in `example.net` beside a zone `any.example.net`. Queries
+    /// and pushes by that name reach the zone, never the group, so wherever
+    /// groups are defined such a group is refused. (A longer zone under
+    /// which the name falls can only be that one.)
+    pub fn shadowing_zone<'z>(
+        &self,
+        zones: impl IntoIterator<Item = &'z Zone>,
+    ) -> Option<&'z Zone> {
+        let spelled = self.group_name().to_string();
+        zones.into_iter().find(|z| z.as_str() == spelled)
+    }
+
     /// The paper's spelling, `[metric.]service%zone`.
     pub fn paper_form(&self) -> String {
         match self.metric {

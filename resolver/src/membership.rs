@@ -358,6 +358,9 @@ impl Membership {
                     name.zone()
                 )));
             }
+            if let Some(zone) = name.shadowing_zone(&zones) {
+                return Err(ChangeError::BadName(crate::config::shadowed(&name, zone)));
+            }
             Ok(name)
         };
         let existing = |name: &AnycastName| current.group(name).map(|g| g.spec.clone());
@@ -664,6 +667,30 @@ mod tests {
         dir.group(&name)
             .map(|g| g.members.iter().map(|m| m.endpoint().to_string()).collect())
             .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_group_spelled_like_a_zone_is_refused() {
+        let mut zones = zones();
+        zones.push(ZoneConfig {
+            name: Zone::new("web2.any.example.net").unwrap(),
+            negative_ttl: 5,
+            role: ZoneRole::Authoritative,
+        });
+        let m = Membership::new(zones, [web()], None).unwrap();
+        // The paper form reaches the group; its DNS form is the zone's apex.
+        let e = m
+            .change(Change::CreateGroup {
+                name: "web2%any.example.net".into(),
+                spec: GroupSpec::default(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ChangeError::BadName(why) if why.contains("spelled like the zone web2.any.example.net")),
+            "{e}"
+        );
+        assert!(m.directory().groups().all(|g| g.name.service() != "web2"));
     }
 
     #[tokio::test]
