@@ -8,6 +8,7 @@
 
 #![no_main]
 
+use anycast_fuzz::same_tufr;
 use anycast_proto::probe::{MAX_PROBE_BYTES, ProbeFile, ProbeFileError};
 use anycast_proto::push::MAX_TUFR_MS;
 use libfuzzer_sys::fuzz_target;
@@ -47,14 +48,14 @@ fuzz_target!(|data: &[u8]| {
     assert!(again.pad == file.pad || again.pad.bytes().all(|b| b == b'x'));
 });
 
-/// Equal but for the padding and the TUFR's last bits (serde_json's default
-/// float parser is not correctly rounded).
+/// Equal but for the padding and the TUFR's last bits ([`same_tufr`]).
 fn assert_same(a: &ProbeFile, b: &ProbeFile) {
-    let close = match (a.tufr_ms, b.tufr_ms) {
-        (Some(x), Some(y)) => (x - y).abs() <= x.abs().max(y.abs()) * 1e-12,
-        (x, y) => x == y,
-    };
-    assert!(close, "tufr {:?} became {:?}", a.tufr_ms, b.tufr_ms);
+    assert!(
+        same_tufr(a.tufr_ms, b.tufr_ms),
+        "tufr {:?} became {:?}",
+        a.tufr_ms,
+        b.tufr_ms
+    );
     let strip = |f: &ProbeFile| ProbeFile {
         tufr_ms: None,
         pad: String::new(),

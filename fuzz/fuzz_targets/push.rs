@@ -21,7 +21,7 @@
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use anycast_fuzz::{NOW_UNIX, directory, push_key, resolver_config};
+use anycast_fuzz::{NOW_UNIX, directory, push_key, resolver_config, same_tufr};
 use anycast_proto::push::{Push, Signature};
 use anycast_proto::{name, push::PushKey};
 use anycast_resolver::config::PushConfig;
@@ -134,14 +134,14 @@ fn check_accepted(
     );
 }
 
-/// Equal, but for the TUFR's last bits: serde_json's default float parser
-/// is not correctly rounded, so a printed float may read back one ULP off.
+/// Equal, but for the TUFR's last bits ([`same_tufr`]).
 fn assert_same_push(a: &Push, b: &Push) {
-    let close = match (a.tufr_ms, b.tufr_ms) {
-        (Some(x), Some(y)) => (x - y).abs() <= x.abs().max(y.abs()) * 1e-12,
-        (x, y) => x == y,
-    };
-    assert!(close, "tufr {:?} became {:?}", a.tufr_ms, b.tufr_ms);
+    assert!(
+        same_tufr(a.tufr_ms, b.tufr_ms),
+        "tufr {:?} became {:?}",
+        a.tufr_ms,
+        b.tufr_ms
+    );
     let strip = |p: &Push| Push {
         tufr_ms: None,
         ..p.clone()

@@ -180,15 +180,8 @@ impl DnsFixture {
             .enable_all()
             .build()
             .expect("runtime");
-        let membership = Membership::new(
-            config.zones.clone(),
-            config
-                .groups
-                .iter()
-                .map(|g| (g.name.clone(), g.spec.clone())),
-            None,
-        )
-        .expect("membership");
+        let membership =
+            Membership::new(config.zones.clone(), config.group_specs(), None).expect("membership");
         let pushes = Arc::new(PushBoard::new(config.push.clone()));
         let directory = membership.directory();
         let now = Instant::now();
@@ -237,5 +230,15 @@ impl DnsFixture {
 impl Default for DnsFixture {
     fn default() -> Self {
         DnsFixture::new()
+    }
+}
+
+/// Whether two TUFRs read back from JSON are the same but for their last
+/// bits: serde_json's default float parser is not correctly rounded, so a
+/// printed float may read back one ULP off.
+pub fn same_tufr(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => (x - y).abs() <= x.abs().max(y.abs()) * 1e-12,
+        (x, y) => x == y,
     }
 }

@@ -145,6 +145,13 @@ mod tests {
         }
     }
 
+    fn down() -> Reading {
+        Reading {
+            state: ServerState::Down,
+            tufr_ms: None,
+        }
+    }
+
     #[test]
     fn first_reading_goes_at_once() {
         let p = PushPolicy::default();
@@ -174,10 +181,7 @@ mod tests {
         let soon = t0 + Duration::from_millis(200);
         assert_eq!(p.due(&st, &up(10.0), soon), t0 + p.min_interval);
         assert_eq!(p.due(&st, &up(10.0), t0 + 3 * S), t0 + 3 * S);
-        let down = Reading {
-            state: ServerState::Down,
-            tufr_ms: None,
-        };
+        let down = down();
         assert!(p.significant(&up(10.0), &down));
     }
 
@@ -190,10 +194,7 @@ mod tests {
         let soon = t0 + Duration::from_millis(100);
         // Slower: after rise_interval, not min_interval.
         assert_eq!(p.due(&st, &up(50.0), soon), t0 + p.rise_interval);
-        let down = Reading {
-            state: ServerState::Down,
-            tufr_ms: None,
-        };
+        let down = down();
         assert_eq!(p.due(&st, &down, soon), t0 + p.rise_interval);
         // Faster: min_interval as before.
         assert_eq!(p.due(&st, &up(5.0), soon), t0 + p.min_interval);

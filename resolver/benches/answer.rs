@@ -73,15 +73,8 @@ fn query(name: &str) -> Vec<u8> {
 fn benches(c: &mut Criterion) {
     let upstream = Upstream::start(example_zone()).expect("fake upstream starts");
     let config = config(upstream.addr());
-    let membership = Membership::new(
-        config.zones.clone(),
-        config
-            .groups
-            .iter()
-            .map(|g| (g.name.clone(), g.spec.clone())),
-        None,
-    )
-    .expect("membership");
+    let membership =
+        Membership::new(config.zones.clone(), config.group_specs(), None).expect("membership");
     let directory = membership.directory();
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
     let probes = Arc::new(ProbeBoard::new());

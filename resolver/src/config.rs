@@ -129,6 +129,11 @@ pub struct AdminConfig {
 }
 
 impl Config {
+    /// The groups as membership takes them: each name with its spec.
+    pub fn group_specs(&self) -> impl Iterator<Item = (AnycastName, GroupSpec)> + '_ {
+        self.groups.iter().map(|g| (g.name.clone(), g.spec.clone()))
+    }
+
     /// Reads and validates a config file.
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
         Config::from_source(&Source::read(path)?, &|name| std::env::var_os(name))

@@ -55,7 +55,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::dns::DnsFront;
 use crate::forward::Forwarder;
-use crate::groups::{Directory, GroupSpec};
+use crate::groups::Directory;
 use crate::membership::Membership;
 use crate::observe::AnswerTally;
 use crate::probe::ProbeBoard;
@@ -65,23 +65,13 @@ use crate::server::Listener;
 /// How long in-flight answers may take to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The config's groups, as membership takes them.
-fn config_groups(config: &Config) -> Vec<(anycast_proto::AnycastName, GroupSpec)> {
-    config
-        .groups
-        .iter()
-        .map(|g| (g.name.clone(), g.spec.clone()))
-        .collect()
-}
-
 /// The directory of groups a configuration describes (no runtime changes).
 pub fn directory(config: &Config) -> Directory {
     Directory::new(
         config.zones.clone(),
         config
-            .groups
-            .iter()
-            .map(|g| groups::Group::from_spec(g.name.clone(), g.spec.clone())),
+            .group_specs()
+            .map(|(name, spec)| groups::Group::from_spec(name, spec)),
     )
 }
 
@@ -138,7 +128,7 @@ impl Reloader {
             }
         }
         self.membership
-            .reload(config.zones.clone(), config_groups(&config))
+            .reload(config.zones.clone(), config.group_specs())
             .await;
         tracing::info!(
             zones = config.zones.len(),
@@ -192,7 +182,7 @@ pub async fn run(
     let forwarder = Forwarder::new(&config.forward)?;
     let membership = Arc::new(Membership::new(
         config.zones.clone(),
-        config_groups(&config),
+        config.group_specs(),
         config.admin.as_ref().map(|a| a.state_file.clone()),
     )?);
     let pushes = Arc::new(PushBoard::new(config.push.clone()));
