@@ -178,7 +178,7 @@ pub async fn run(
                 .arg("--config")
                 .arg(&config)
                 .arg("--log")
-                .arg("info")
+                .arg(&binaries.log)
                 .env(KEY_ENV, &key);
             let mut resolver =
                 Daemon::spawn("anycast-resolver", command, &logs.join("resolver.log")).await?;
@@ -225,7 +225,7 @@ pub async fn run(
                 .arg("--config")
                 .arg(&config)
                 .arg("--log")
-                .arg("info")
+                .arg(&binaries.log)
                 .env(KEY_ENV, &key);
             let name = format!("anycast-agent ({})", server.spec.name);
             let log = logs.join(format!("agent-{}.log", server.spec.name));

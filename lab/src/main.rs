@@ -65,6 +65,11 @@ struct BinArgs {
     /// Under `cargo run`, do not build the resolver and agent first.
     #[arg(long)]
     no_build: bool,
+    /// Log filter of the resolver and the agents (their logs go to the
+    /// output's `logs/`), e.g. "info,anycast_agent=trace" to see every
+    /// measurement and push.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    daemon_log: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +188,7 @@ async fn interrupted() {
 
 fn binaries(bins: BinArgs) -> anyhow::Result<Binaries> {
     Binaries::locate(bins.resolver_bin, bins.agent_bin, !bins.no_build)
+        .map(|b| b.logging(bins.daemon_log))
 }
 
 async fn command(cmd: Cmd, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -39,6 +39,8 @@ pub struct Binaries {
     pub resolver: PathBuf,
     /// `anycast-agent`.
     pub agent: PathBuf,
+    /// The log filter both are started with.
+    pub log: String,
 }
 
 impl Binaries {
@@ -82,7 +84,16 @@ impl Binaries {
         Ok(Binaries {
             resolver: find(resolver, RESOLVER)?,
             agent: find(agent, AGENT)?,
+            log: "info".to_owned(),
         })
+    }
+
+    /// The same binaries, started with log filter `filter`.
+    pub fn logging(self, filter: String) -> Self {
+        Self {
+            log: filter,
+            ..self
+        }
     }
 }
 
