@@ -25,6 +25,7 @@ use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::harness::{
     self, AGENT_DEFAULT_KEY_ENV, Agent, NO_UPSTREAM, Resolver, START_DEADLINE, agent_command,
     env_secrets, example_configs, program_of, query_udp, resolver_head, run_with_deadline,
+    wait_until,
 };
 use anycast_tests::http;
 use anycast_tests::web::WebServer;
@@ -374,6 +375,69 @@ fn a_server_slower_than_the_measurement_timeout_shows_before_any_answer() {
     });
     println!(
         "outstanding measurement: {:.1} ms in the view after {took:?}, before any answer (bound {BOUND:?})",
+        slow.tufr_ms.unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_slow_measurement_is_confirmed_by_the_next_at_once() {
+    // Measurements every 2 s; the server goes from 20 to 300 ms. One slow
+    // measurement is not published (it could be one slow request); the
+    // second is started as soon as the first completes rather than at the
+    // next tick, and once it has taken as long as the first, the rise is
+    // published without waiting for it to complete. Bound, from the arrival
+    // of the first slow request: two measurements of 300 ms, the push's
+    // min_interval (200 ms), a poll, and slack for debug builds on busy
+    // cores: 1.5 s. Waiting for the tick instead, the second would arrive
+    // 2 s after the first, and the rise show 2.3 s after it.
+    let web = web_server("127.0.11.17", Duration::from_millis(20));
+    // Probed once an hour (from a random point of the hour on): every
+    // request the web server sees during the test is the agent's.
+    let toml = resolver_toml(&[web.addr()]).replace(
+        "answer = \"one\"\n",
+        "answer = \"one\"\nprobe_interval = \"1h\"\n",
+    );
+    assert!(toml.contains("probe_interval"));
+    let resolver = Resolver::start_with(&toml, &[], &[(KEY_ENV, SECRET)]);
+    let api = resolver
+        .http_addr()
+        .expect("the resolver logs its http listener");
+    let _agent = start_agent(&agent_toml(
+        web.addr(),
+        api,
+        &format!(
+            r#"
+[active]
+url = "{}"
+interval = "2s"
+timeout = "1s"
+
+[push]
+heartbeat = "2s"
+min_interval = "200ms"
+"#,
+            web.url()
+        ),
+    ));
+    wait_for_push(
+        api,
+        web.addr(),
+        FIRST_PUSH_DEADLINE,
+        "a settled reading of ~20 ms",
+        |p| is_up_within(p, 18.0, 30.0),
+    );
+    web.set_delay(Duration::from_millis(300));
+    let before = web.requests();
+    assert!(
+        wait_until(Duration::from_secs(5), || web.requests() > before),
+        "the agent did not measure again"
+    );
+    const BOUND: Duration = Duration::from_millis(1500);
+    let (slow, took) = wait_for_push(api, web.addr(), BOUND, "up with tufr_ms above 250", |p| {
+        p.state == "up" && p.tufr_ms.is_some_and(|t| t > 250.0)
+    });
+    println!(
+        "confirmed rise: {:.1} ms in the view {took:?} after the first slow request arrived (bound {BOUND:?})",
         slow.tufr_ms.unwrap_or_default()
     );
 }

@@ -8,56 +8,90 @@
 //! A loaded server makes the measurement itself wait in the queue it
 //! measures: the answer arrives only after the queue has drained, so the
 //! published value would trail the load by the very delay it should report.
-//! While a measurement is outstanding, its elapsed time is therefore sent
-//! every `interval` as a lower bound (it moves the estimate only when it
-//! exceeds it). When the answer comes, its real time is sent.
+//! Three things shorten that:
+//!
+//! * While a measurement is outstanding, its elapsed time is sent every
+//!   `interval` as a lower bound (it moves the estimate only when it
+//!   exceeds it).
+//! * A measurement still outstanding after as long as the one before took
+//!   confirms that one: two in a row took at least that long, which is the
+//!   smoother's test of a rise ([`Sample::Twice`]), known before the second
+//!   completes.
+//! * A measurement slower than what is published is followed by the next
+//!   at once rather than at the next tick, to confirm or dismiss it sooner
+//!   (at most one such early measurement in a row, so the rate stays within
+//!   twice the configured one).
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, trace};
 
-use crate::Sample;
 use crate::config::ActiveConfig;
+use crate::{Report, Sample};
 
-/// Measures every `interval` until `shutdown`, sending each outcome.
+/// Measures every `interval` until `shutdown`, sending each outcome;
+/// `published` is what the agent publishes now.
 pub async fn measure(
     config: ActiveConfig,
     client: reqwest::Client,
     samples: mpsc::Sender<Sample>,
+    published: watch::Receiver<Option<Report>>,
     shutdown: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last completed measurement, and whether the next starts at once.
+    let mut previous: Option<Duration> = None;
+    let mut early = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let started = Instant::now();
-        let measurement = time_once(&client, &config.url, config.timeout);
-        tokio::pin!(measurement);
-        let mut outstanding = tokio::time::interval_at(
-            tokio::time::Instant::now() + config.interval,
-            config.interval,
-        );
-        let outcome = loop {
+        if early {
+            ticks.reset();
+        } else {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+        }
+        let started = tokio::time::Instant::now();
+        let measurement = time_once(&client, &config.url, config.timeout);
+        tokio::pin!(measurement);
+        let mut outstanding = tokio::time::interval_at(started + config.interval, config.interval);
+        // When this measurement will have taken as long as the previous.
+        let mut twice = previous;
+        let confirm = tokio::time::sleep_until(started + previous.unwrap_or_default());
+        tokio::pin!(confirm);
+        let outcome = loop {
+            let sample = tokio::select! {
+                _ = shutdown.cancelled() => return,
                 outcome = &mut measurement => break outcome,
-                _ = outstanding.tick() => {
-                    // A lower bound, sent while the answer is still awaited.
-                    if samples.send(Sample::AtLeast(started.elapsed())).await.is_err() {
-                        return;
-                    }
-                }
+                // A lower bound, sent while the answer is still awaited.
+                _ = outstanding.tick() => Sample::AtLeast(started.elapsed()),
+                () = &mut confirm, if twice.is_some() => match twice.take() {
+                    Some(p) => Sample::Twice(p),
+                    None => continue,
+                },
+            };
+            if samples.send(sample).await.is_err() {
+                return;
             }
         };
         let sample = match outcome {
-            Ok(tufr) => Sample::Tufr(tufr),
+            Ok(tufr) => {
+                trace!(tufr_ms = tufr.as_secs_f64() * 1000.0, "measured");
+                let slower = published
+                    .borrow()
+                    .and_then(|r| r.reading.tufr_ms)
+                    .is_some_and(|p| tufr.as_secs_f64() * 1000.0 > p);
+                early = slower && !early;
+                previous = Some(tufr);
+                Sample::Tufr(tufr)
+            }
             Err(reason) => {
                 debug!(url = %config.url, %reason, "measurement failed");
+                early = false;
+                previous = None;
                 Sample::Failed
             }
         };

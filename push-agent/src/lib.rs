@@ -49,6 +49,9 @@ pub enum Sample {
     /// A measurement still outstanding after this long: the time until first
     /// read is at least that.
     AtLeast(Duration),
+    /// The last completed measurement took this long, and the one in
+    /// progress has already taken as long: two in a row took at least this.
+    Twice(Duration),
     /// The server did not answer the measurement.
     Failed,
 }
@@ -113,6 +116,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let tasks = TaskTracker::new();
 
     let (samples_tx, samples_rx) = mpsc::channel(256);
+    let (reports_tx, reports_rx) = watch::channel(None);
     if let Some(active) = config.active.clone() {
         info!(url = %active.url, interval = ?active.interval, "measuring actively");
         tasks.spawn(
@@ -120,6 +124,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
                 active,
                 client.clone(),
                 samples_tx.clone(),
+                reports_rx.clone(),
                 measuring.clone(),
             )
             .instrument(info_span!("active")),
@@ -132,7 +137,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     }
     drop(samples_tx);
 
-    let (reports_tx, reports_rx) = watch::channel(None);
     tasks.spawn(
         smooth_samples(
             Smoother::new(config.smoothing),
@@ -239,6 +243,7 @@ async fn smooth_samples(
                 None => return,
                 Some(Sample::Tufr(t)) => smoother.sample(t, std::time::Instant::now()),
                 Some(Sample::AtLeast(t)) => smoother.at_least(t, std::time::Instant::now()),
+                Some(Sample::Twice(t)) => smoother.twice(t),
                 Some(Sample::Failed) => smoother.failure(),
             },
         }

@@ -18,7 +18,10 @@
 //! 2. **Rise**: the smaller of the last two samples. A queue that builds
 //!    shows in every measurement, so two in a row above the level are
 //!    published at once (every client sent to the server meanwhile waits in
-//!    that queue); one slow request is not.
+//!    that queue); one slow request is not. A measurement still in progress
+//!    that has already taken as long as the last one counts as the second
+//!    ([`Smoother::twice`]): the rise is published without waiting for it to
+//!    complete.
 //! 3. **Fall**: when all of the last three samples are below a third of the
 //!    level, the queue has drained: the level drops to the largest of them
 //!    rather than decaying from the old queue over seconds.
@@ -82,6 +85,9 @@ pub struct Smoother {
     failures: u32,
     /// The last [`PREFILTER`] samples since the last restart.
     window: VecDeque<f64>,
+    /// Two measurements in a row took at least this (ms): the last one and
+    /// the one in progress. Until the next completes or fails.
+    twice_ms: Option<f64>,
 }
 
 /// Samples the prefilter takes the median of, and a fall must show in
@@ -102,11 +108,18 @@ impl Smoother {
             last_sample: None,
             failures: 0,
             window: VecDeque::with_capacity(PREFILTER),
+            twice_ms: None,
         }
     }
 
     /// Feeds one measured TUFR taken at `now`.
     pub fn sample(&mut self, tufr: Duration, now: Instant) {
+        self.twice_ms = None;
+        self.add(tufr, now);
+    }
+
+    /// Enters one value (a measurement, or a lower bound of one) at `now`.
+    fn add(&mut self, tufr: Duration, now: Instant) {
         self.failures = 0;
         let restarting = self.level_ms.is_none() || self.window.len() < PREFILTER;
         if self.level_ms.is_none() {
@@ -145,7 +158,8 @@ impl Smoother {
     }
 
     /// What is published: the larger of the level and the rise signal
-    /// (the smaller of the last two samples).
+    /// (the smaller of the last two samples, or of the last and the one in
+    /// progress).
     fn published(&self) -> Option<f64> {
         let level = self.level_ms?;
         let rise = (self.window.len() >= RISE_SAMPLES).then(|| {
@@ -156,7 +170,22 @@ impl Smoother {
                 .copied()
                 .fold(f64::MAX, f64::min)
         });
-        Some(rise.map_or(level, |r| level.max(r)))
+        Some(
+            [rise, self.twice_ms]
+                .into_iter()
+                .flatten()
+                .fold(level, f64::max),
+        )
+    }
+
+    /// Feeds the news that the last measurement took `tufr` and the one in
+    /// progress has already taken as long: the rise test's two in a row,
+    /// before the second completes. It holds until the next measurement
+    /// completes or fails.
+    pub fn twice(&mut self, tufr: Duration) {
+        if self.level_ms.is_some() {
+            self.twice_ms = Some(tufr.as_secs_f64() * 1000.0);
+        }
     }
 
     /// Feeds a lower bound taken at `now`: a measurement still outstanding
@@ -168,12 +197,13 @@ impl Smoother {
             .published()
             .is_some_and(|e| elapsed.as_secs_f64() * 1000.0 > e)
         {
-            self.sample(elapsed, now);
+            self.add(elapsed, now);
         }
     }
 
     /// Records a failed measurement (timeout, refused, server error).
     pub fn failure(&mut self) {
+        self.twice_ms = None;
         self.failures = self.failures.saturating_add(1);
         if self.failures >= self.config.down_after {
             // Forget the old value: when the server comes back, its first
@@ -297,6 +327,40 @@ mod tests {
         s.sample(10 * MS, now + 200 * MS);
         let published = tufr(&s, now + 200 * MS);
         assert!(published > 10.0 && published < 250.0, "{published}");
+    }
+
+    #[test]
+    fn a_measurement_in_progress_as_long_as_the_last_confirms_the_rise() {
+        let t0 = Instant::now();
+        let mut s = settled(30, t0);
+        s.sample(120 * MS, t0 + 100 * MS);
+        assert_eq!(tufr(&s, t0 + 100 * MS), 30.0, "one slow sample");
+        // The next has been outstanding for 120 ms: two in a row.
+        s.twice(120 * MS);
+        assert_eq!(tufr(&s, t0 + 220 * MS), 120.0);
+        // Lower bounds of it meanwhile do not take the rise back ...
+        s.at_least(200 * MS, t0 + 300 * MS);
+        assert_eq!(tufr(&s, t0 + 300 * MS), 120.0);
+        // ... and when it completes the rise is the smaller of the two.
+        s.sample(250 * MS, t0 + 350 * MS);
+        assert_eq!(tufr(&s, t0 + 350 * MS), 200.0);
+    }
+
+    #[test]
+    fn a_confirmation_lasts_until_the_measurement_ends() {
+        let t0 = Instant::now();
+        let mut s = settled(30, t0);
+        s.sample(120 * MS, t0 + 100 * MS);
+        s.twice(120 * MS);
+        s.failure();
+        assert_eq!(tufr(&s, t0 + 200 * MS), 30.0, "a failure ends it");
+        s.twice(120 * MS);
+        s.sample(30 * MS, t0 + 300 * MS);
+        assert_eq!(tufr(&s, t0 + 300 * MS), 30.0, "so does a completion");
+        // Before any estimate it says nothing.
+        let mut s = smoother();
+        s.twice(120 * MS);
+        assert_eq!(s.reading(t0), None);
     }
 
     #[test]
