@@ -118,8 +118,27 @@ pub struct Estimate {
     pub path_ms: Option<f64>,
     /// The smoothed scaling factor (ratio calibration).
     pub sf: Option<f64>,
+    /// The fit of the affine calibration.
+    pub fit: Option<Fit>,
     /// Where `rt_ms` comes from.
     pub source: Source,
+}
+
+/// The affine calibration's fit: `RT = base + k * TUFR`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Fit {
+    /// The response time without time in the server (path, transfer),
+    /// milliseconds.
+    pub base_ms: f64,
+    /// Response time per unit of TUFR.
+    pub k: f64,
+}
+
+impl Fit {
+    /// The response time this fit predicts for `tufr_ms`.
+    pub fn rt_ms(&self, tufr_ms: f64) -> f64 {
+        self.base_ms + self.k * tufr_ms
+    }
 }
 
 /// Probe health with hysteresis.
@@ -248,9 +267,10 @@ impl MemberEstimator {
             .filter(|p| now.saturating_duration_since(p.received) <= self.config.push_stale_after)
             .filter(|p| p.state == ServerState::Up)
             .and_then(|p| p.tufr_ms);
+        let fit = self.affine();
         let calibrated = fresh_tufr.and_then(|tufr| match self.config.calibration {
             Calibration::Ratio => self.sf.map(|sf| sf * tufr.max(self.config.tufr_floor_ms)),
-            Calibration::Affine => self.affine().map(|(path, k)| path + k * tufr),
+            Calibration::Affine => fit.map(|f| f.rt_ms(tufr)),
         });
         let (rt_ms, source) = match (calibrated, self.path_ms, fresh_tufr) {
             (Some(rt), _, _) => (Some(rt), Source::Hybrid),
@@ -263,17 +283,18 @@ impl MemberEstimator {
             load_ms: fresh_tufr,
             path_ms: self.path_ms,
             sf: self.sf,
+            fit,
             source,
         }
     }
 
-    /// The affine fit `(path, k)` of `RT = path + k * TUFR` over recent
-    /// probes. Least squares when the TUFRs vary enough to tell `k`;
-    /// otherwise `k = 1` (time spent in the server adds to the response time
-    /// one for one) and `path` is the mean remainder. `k` is kept within
-    /// `[0.5, 20]` and `path` at or above zero, so a few noisy probes cannot
+    /// The affine fit `RT = base + k * TUFR` over recent probes. Least
+    /// squares when the TUFRs vary enough to tell `k`; otherwise `k = 1`
+    /// (time spent in the server adds to the response time one for one) and
+    /// `base` is the mean remainder. `k` is kept within
+    /// `[0.5, 20]` and `base` at or above zero, so a few noisy probes cannot
     /// produce a negative or absurd slope.
-    pub fn affine(&self) -> Option<(f64, f64)> {
+    pub fn affine(&self) -> Option<Fit> {
         let n = self.recent.len();
         if n == 0 {
             return None;
@@ -299,8 +320,10 @@ impl MemberEstimator {
         } else {
             1.0
         };
-        let path = (mean_r - k * mean_t).max(0.0);
-        Some((path, k))
+        Some(Fit {
+            base_ms: (mean_r - k * mean_t).max(0.0),
+            k,
+        })
     }
 }
 
@@ -378,7 +401,7 @@ mod tests {
         for (i, tufr) in [5.0, 10.0, 20.0, 40.0, 10.0, 5.0].into_iter().enumerate() {
             e.probe_ok(probe(40.0 + tufr, tufr), t0 + (i as u32) * S);
         }
-        let (path, k) = e.affine().unwrap();
+        let Fit { base_ms: path, k } = e.affine().unwrap();
         assert!(
             (path - 40.0).abs() < 1e-6 && (k - 1.0).abs() < 1e-6,
             "{path} {k}"

@@ -147,6 +147,7 @@ impl Measurements for Unmeasured {
                 load_ms: None,
                 path_ms: None,
                 sf: None,
+                fit: None,
                 source: crate::estimate::Source::None,
             },
         }
