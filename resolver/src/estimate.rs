@@ -5,11 +5,11 @@
 //!
 //! * A **probe** measures the whole response time `RT` along the resolver's
 //!   path and reads the TUFR the server's agent put in the probe file. It
-//!   calibrates the path: by default a least-squares fit of `RT = path + k *
-//!   TUFR` over recent probes, or, with `calibration = "ratio"`, the paper's
-//!   scaling factor `SF = RT / TUFR` (smoothed).
+//!   calibrates the path: by default a robust fit (medians) of `RT = base +
+//!   k * TUFR` over recent probes, or, with `calibration = "ratio"`, the
+//!   paper's scaling factor `SF = RT / TUFR` (smoothed).
 //! * A **push** brings a fresh TUFR; the estimate follows it at once, without
-//!   waiting for a probe: `RT_est = SF * TUFR` (or `path + k * TUFR`).
+//!   waiting for a probe: `RT_est = SF * TUFR` (or `base + k * TUFR`).
 //! * The TUFR used in the ratio is floored (`tufr_floor`), so a near-zero TUFR
 //!   cannot blow `SF` up.
 //! * No push for `push_stale_after`: the push is no longer trusted and the
@@ -28,7 +28,7 @@ use anycast_proto::push::ServerState;
 pub enum Calibration {
     /// The paper's hybrid: `RT_est = SF * TUFR`, `SF = RT / TUFR` per probe.
     Ratio,
-    /// `RT_est = path + k * TUFR`, fitted over recent probes (the default:
+    /// `RT_est = base + k * TUFR`, fitted over recent probes (the default:
     /// better than the ratio on the testbed, `docs/results.md`).
     #[default]
     Affine,
@@ -39,6 +39,32 @@ pub enum Calibration {
 /// service time, a retransmission) would otherwise move SF, and every
 /// estimate until the next probes, by half its excess.
 pub const SF_WINDOW: usize = 5;
+
+/// Two probes whose TUFRs differ by this or less say nothing of the slope
+/// (fixed, milliseconds).
+const MIN_TUFR_SPREAD_MS: f64 = 1.0;
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// The median of `slopes` if their middle half is positive and within a
+/// factor of two (the probes agree on a slope), else `None`.
+fn agreed_slope(mut slopes: Vec<f64>) -> Option<f64> {
+    slopes.sort_by(f64::total_cmp);
+    let n = slopes.len();
+    let (q1, q3) = (*slopes.get(n / 4)?, *slopes.get(3 * n / 4)?);
+    (q1 > 0.0 && q3 <= 2.0 * q1)
+        .then(|| median(slopes))
+        .flatten()
+}
 
 /// Estimation parameters (per group).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -158,6 +184,7 @@ pub enum Health {
 pub struct MemberEstimator {
     config: EstimatorConfig,
     sf: Option<f64>,
+    fit: Option<Fit>,
     path_ms: Option<f64>,
     last_probe: Option<(ProbeSample, Instant)>,
     recent: VecDeque<(f64, f64)>,
@@ -172,6 +199,7 @@ impl MemberEstimator {
         Self {
             config,
             sf: None,
+            fit: None,
             path_ms: None,
             last_probe: None,
             recent: VecDeque::new(),
@@ -188,7 +216,7 @@ impl MemberEstimator {
             self.recent.pop_front();
         }
         if self.sf.is_some() {
-            self.sf = self.median_ratio();
+            self.calibrate();
         }
     }
 
@@ -201,16 +229,17 @@ impl MemberEstimator {
     /// last [`SF_WINDOW`] probes.
     fn median_ratio(&self) -> Option<f64> {
         let floor = self.config.tufr_floor_ms;
-        let mut ratios: Vec<f64> = (self.recent.iter().rev().take(SF_WINDOW))
-            .map(|(tufr, rt)| rt / tufr.max(floor))
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let n = ratios.len();
-        match n {
-            0 => None,
-            _ if n % 2 == 1 => Some(ratios[n / 2]),
-            _ => Some((ratios[n / 2 - 1] + ratios[n / 2]) / 2.0),
-        }
+        median(
+            (self.recent.iter().rev().take(SF_WINDOW))
+                .map(|(tufr, rt)| rt / tufr.max(floor))
+                .collect(),
+        )
+    }
+
+    /// Recomputes both calibrations from the recent probes.
+    fn calibrate(&mut self) {
+        self.sf = self.median_ratio();
+        self.fit = self.affine();
     }
 
     /// Records a successful probe.
@@ -225,7 +254,7 @@ impl MemberEstimator {
             while self.recent.len() > self.kept() {
                 self.recent.pop_front();
             }
-            self.sf = self.median_ratio();
+            self.calibrate();
         }
         self.last_probe = Some((sample, now));
         self.failures = 0;
@@ -267,7 +296,7 @@ impl MemberEstimator {
             .filter(|p| now.saturating_duration_since(p.received) <= self.config.push_stale_after)
             .filter(|p| p.state == ServerState::Up)
             .and_then(|p| p.tufr_ms);
-        let fit = self.affine();
+        let fit = self.fit;
         let calibrated = fresh_tufr.and_then(|tufr| match self.config.calibration {
             Calibration::Ratio => self.sf.map(|sf| sf * tufr.max(self.config.tufr_floor_ms)),
             Calibration::Affine => fit.map(|f| f.rt_ms(tufr)),
@@ -288,40 +317,36 @@ impl MemberEstimator {
         }
     }
 
-    /// The affine fit `RT = base + k * TUFR` over recent probes. Least
-    /// squares when the TUFRs vary enough to tell `k`; otherwise `k = 1`
-    /// (time spent in the server adds to the response time one for one) and
-    /// `base` is the mean remainder. `k` is kept within
-    /// `[0.5, 20]` and `base` at or above zero, so a few noisy probes cannot
-    /// produce a negative or absurd slope.
+    /// The affine fit `RT = base + k * TUFR` over recent probes, robust to
+    /// the probes a transient puts far off the line. `k` is the median of
+    /// the slopes between every two probes whose TUFRs differ by more than
+    /// a millisecond (Theil-Sen), taken only when the probes agree on it:
+    /// the middle half of those slopes positive and within a factor of two.
+    /// Otherwise (noise, a transient, fewer than three probes) `k = 1`: time
+    /// spent in the server adds to the response time one for one. `base` is
+    /// the median of `RT - k * TUFR`. `k` is kept within `[0.5, 20]` and
+    /// `base` at or above zero.
     pub fn affine(&self) -> Option<Fit> {
-        let n = self.recent.len();
-        if n == 0 {
+        if self.recent.is_empty() {
             return None;
         }
-        let nf = n as f64;
-        let mean_t = self.recent.iter().map(|(t, _)| t).sum::<f64>() / nf;
-        let mean_r = self.recent.iter().map(|(_, r)| r).sum::<f64>() / nf;
-        let var_t = self
-            .recent
+        let points: Vec<(f64, f64)> = self.recent.iter().copied().collect();
+        let slopes: Vec<f64> = points
             .iter()
-            .map(|(t, _)| (t - mean_t).powi(2))
-            .sum::<f64>()
-            / nf;
-        let cov = self
-            .recent
-            .iter()
-            .map(|(t, r)| (t - mean_t) * (r - mean_r))
-            .sum::<f64>()
-            / nf;
-        // TUFRs within about a millisecond of each other say nothing of k.
-        let k = if n >= 3 && var_t > 1.0 {
-            (cov / var_t).clamp(0.5, 20.0)
-        } else {
-            1.0
-        };
+            .enumerate()
+            .flat_map(|(i, &(t1, r1))| {
+                points[i + 1..]
+                    .iter()
+                    .filter(move |(t2, _)| (t2 - t1).abs() > MIN_TUFR_SPREAD_MS)
+                    .map(move |&(t2, r2)| (r2 - r1) / (t2 - t1))
+            })
+            .collect();
+        let k = agreed_slope(slopes)
+            .filter(|_| points.len() >= 3)
+            .map_or(1.0, |k| k.clamp(0.5, 20.0));
+        let base = median(points.iter().map(|(t, r)| r - k * t).collect())?;
         Some(Fit {
-            base_ms: (mean_r - k * mean_t).max(0.0),
+            base_ms: base.max(0.0),
             k,
         })
     }
@@ -409,6 +434,50 @@ mod tests {
         // A TUFR never seen before is extrapolated along the fit.
         let p = push(100.0, t0 + 6 * S);
         assert!((rt(&e, &p, t0 + 6 * S) - 140.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn probes_of_a_transient_do_not_bend_the_fit() {
+        // A member 10 ms away whose server answers in 15-30 ms, and three
+        // probes from the end of an overload, when the probe file's TUFR
+        // (the agent's reading when the probe was served) was far from what
+        // the probe met. Least squares through such a window says 41 ms for
+        // a TUFR of 20 (base 30, k 0.57), and kept saying it until sixteen
+        // probes had passed; the member answers in 30.
+        let t0 = Instant::now();
+        let mut e = MemberEstimator::new(EstimatorConfig::default());
+        let overload = [(1421.0, 600.0), (535.0, 187.0), (801.0, 997.0)];
+        let idle = (0..13).map(|i| {
+            let tufr = 15.0 + f64::from(i % 4) * 5.0;
+            (tufr, 10.0 + tufr + if i % 2 == 0 { 2.0 } else { -2.0 })
+        });
+        for (i, (tufr, rt)) in overload.into_iter().chain(idle).enumerate() {
+            e.probe_ok(probe(rt, tufr), t0 + (i as u32) * S);
+        }
+        let est = rt(&e, &push(20.0, t0 + 16 * S), t0 + 16 * S);
+        assert!((est - 30.0).abs() < 3.0, "{est}: {:?}", e.affine());
+    }
+
+    #[test]
+    fn probes_that_disagree_on_a_slope_leave_it_at_one() {
+        // TUFRs a few milliseconds apart and response times that vary by
+        // tens (one service time each): the slopes between them go from -22
+        // to +13.5, and their median, clamped, would be 0.5.
+        let t0 = Instant::now();
+        let mut e = MemberEstimator::new(EstimatorConfig::default());
+        let probes = [
+            (16.0, 21.0),
+            (14.0, 45.0),
+            (14.0, 65.0),
+            (18.0, 23.0),
+            (18.0, 48.0),
+        ];
+        for (i, (tufr, rt)) in probes.into_iter().enumerate() {
+            e.probe_ok(probe(rt, tufr), t0 + (i as u32) * S);
+        }
+        let Fit { base_ms, k } = e.affine().unwrap();
+        assert_eq!(k, 1.0);
+        assert_eq!(base_ms, 30.0, "the median of RT - TUFR");
     }
 
     #[test]
