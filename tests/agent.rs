@@ -195,6 +195,18 @@ fn wait_for_push(
     }
 }
 
+/// Waits for the first push of a server answering in about 20 ms.
+fn wait_for_20ms(api: SocketAddr, endpoint: SocketAddr) -> PushSeen {
+    wait_for_push(
+        api,
+        endpoint,
+        FIRST_PUSH_DEADLINE,
+        "a settled reading of ~20 ms",
+        |p| is_up_within(p, 18.0, 30.0),
+    )
+    .0
+}
+
 fn is_up_within(push: &PushSeen, low: f64, high: f64) -> bool {
     push.state == "up" && push.tufr_ms.is_some_and(|t| (low..=high).contains(&t))
 }
@@ -254,25 +266,28 @@ fn wait_for_accepted(api: SocketAddr, at_least: u64, deadline: Duration) -> u64 
 // Active measurement, pushed
 // ---------------------------------------------------------------------------
 
-/// The active agent config most tests use: a measurement every 100 ms, a fast
-/// smoother (tau 500 ms) and a push policy of heartbeat 2 s, min_interval
-/// 200 ms (threshold 10 %, floor 0.5 ms: the defaults).
-fn fast_active(url: &str) -> String {
+/// Active measurement of `url` every `interval` (timeout 1 s), pushes with
+/// a `heartbeat` and a min_interval of 200 ms (threshold 10 %, floor 0.5 ms:
+/// the defaults).
+fn active_every(url: &str, interval: &str, heartbeat: &str) -> String {
     format!(
         r#"
 [active]
 url = "{url}"
-interval = "100ms"
+interval = "{interval}"
 timeout = "1s"
 
-[smoothing]
-time_constant = "500ms"
-
 [push]
-heartbeat = "2s"
+heartbeat = "{heartbeat}"
 min_interval = "200ms"
 "#
     )
+}
+
+/// The active agent config most tests use: a measurement every 100 ms, a fast
+/// smoother (tau 500 ms) and a heartbeat of 2 s.
+fn fast_active(url: &str) -> String {
+    active_every(url, "100ms", "2s") + "\n[smoothing]\ntime_constant = \"500ms\"\n"
 }
 
 #[test]
@@ -318,13 +333,7 @@ fn view_follows_a_5x_slowdown_within_the_bound() {
     let web = web_server("127.0.11.1", Duration::from_millis(20));
     let (_resolver, api) = start_resolver(&[web.addr()]);
     let _agent = start_agent(&agent_toml(web.addr(), api, &fast_active(&web.url())));
-    let (settled, _) = wait_for_push(
-        api,
-        web.addr(),
-        FIRST_PUSH_DEADLINE,
-        "a settled reading of ~20 ms",
-        |p| is_up_within(p, 18.0, 30.0),
-    );
+    let settled = wait_for_20ms(api, web.addr());
 
     web.set_delay(Duration::from_millis(100));
     // The bound, from the config: the EWMA (tau = 500 ms) covers 95 % of a
@@ -361,13 +370,7 @@ fn a_server_slower_than_the_measurement_timeout_shows_before_any_answer() {
     let web = web_server("127.0.11.9", Duration::from_millis(20));
     let (_resolver, api) = start_resolver(&[web.addr()]);
     let _agent = start_agent(&agent_toml(web.addr(), api, &fast_active(&web.url())));
-    wait_for_push(
-        api,
-        web.addr(),
-        FIRST_PUSH_DEADLINE,
-        "a settled reading of ~20 ms",
-        |p| is_up_within(p, 18.0, 30.0),
-    );
+    wait_for_20ms(api, web.addr());
     web.set_delay(Duration::from_secs(3));
     const BOUND: Duration = Duration::from_millis(2500);
     let (slow, took) = wait_for_push(api, web.addr(), BOUND, "up with tufr_ms above 200", |p| {
@@ -405,27 +408,9 @@ fn a_slow_measurement_is_confirmed_by_the_next_at_once() {
     let _agent = start_agent(&agent_toml(
         web.addr(),
         api,
-        &format!(
-            r#"
-[active]
-url = "{}"
-interval = "2s"
-timeout = "1s"
-
-[push]
-heartbeat = "2s"
-min_interval = "200ms"
-"#,
-            web.url()
-        ),
+        &active_every(&web.url(), "2s", "2s"),
     ));
-    wait_for_push(
-        api,
-        web.addr(),
-        FIRST_PUSH_DEADLINE,
-        "a settled reading of ~20 ms",
-        |p| is_up_within(p, 18.0, 30.0),
-    );
+    wait_for_20ms(api, web.addr());
     web.set_delay(Duration::from_millis(300));
     let before = web.requests();
     assert!(
@@ -453,20 +438,7 @@ fn steady_server_pushes_no_more_than_the_heartbeat_allows() {
     let _agent = start_agent(&agent_toml(
         web.addr(),
         api,
-        &format!(
-            r#"
-[active]
-url = "{}"
-interval = "100ms"
-timeout = "1s"
-
-[push]
-heartbeat = "{}s"
-min_interval = "200ms"
-"#,
-            web.url(),
-            HEARTBEAT.as_secs()
-        ),
+        &active_every(&web.url(), "100ms", &format!("{}s", HEARTBEAT.as_secs())),
     ));
     wait_for_accepted(api, 1, FIRST_PUSH_DEADLINE);
 
