@@ -58,20 +58,28 @@ pub async fn measure(
         let measurement = time_once(&client, &config.url, config.timeout);
         tokio::pin!(measurement);
         let mut outstanding = tokio::time::interval_at(started + config.interval, config.interval);
-        // When this measurement will have taken as long as the previous.
-        let mut twice = previous;
-        let confirm = tokio::time::sleep_until(started + previous.unwrap_or_default());
+        // Once this measurement has taken as long as the previous: that one.
+        let confirm = async move {
+            match previous {
+                Some(p) => {
+                    tokio::time::sleep_until(started + p).await;
+                    p
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::pin!(confirm);
+        let mut confirmed = false;
         let outcome = loop {
             let sample = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 outcome = &mut measurement => break outcome,
                 // A lower bound, sent while the answer is still awaited.
                 _ = outstanding.tick() => Sample::AtLeast(started.elapsed()),
-                () = &mut confirm, if twice.is_some() => match twice.take() {
-                    Some(p) => Sample::Twice(p),
-                    None => continue,
-                },
+                p = &mut confirm, if !confirmed => {
+                    confirmed = true;
+                    Sample::Twice(p)
+                }
             };
             if samples.send(sample).await.is_err() {
                 return;

@@ -47,11 +47,16 @@ const MIN_TUFR_SPREAD_MS: f64 = 1.0;
 /// The median of `values` (the mean of the middle two for an even count).
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
-    let n = values.len();
+    median_of_sorted(&values)
+}
+
+/// [`median`] of values already in order.
+fn median_of_sorted(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
     match n {
         0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 
@@ -62,7 +67,7 @@ fn agreed_slope(mut slopes: Vec<f64>) -> Option<f64> {
     let n = slopes.len();
     let (q1, q3) = (*slopes.get(n / 4)?, *slopes.get(3 * n / 4)?);
     (q1 > 0.0 && q3 <= 2.0 * q1)
-        .then(|| median(slopes))
+        .then(|| median_of_sorted(&slopes))
         .flatten()
 }
 
@@ -239,7 +244,7 @@ impl MemberEstimator {
     /// Recomputes both calibrations from the recent probes.
     fn calibrate(&mut self) {
         self.sf = self.median_ratio();
-        self.fit = self.affine();
+        self.fit = self.fitted();
     }
 
     /// Records a successful probe.
@@ -326,17 +331,14 @@ impl MemberEstimator {
     /// spent in the server adds to the response time one for one. `base` is
     /// the median of `RT - k * TUFR`. `k` is kept within `[0.5, 20]` and
     /// `base` at or above zero.
-    pub fn affine(&self) -> Option<Fit> {
-        if self.recent.is_empty() {
-            return None;
-        }
-        let points: Vec<(f64, f64)> = self.recent.iter().copied().collect();
+    fn fitted(&self) -> Option<Fit> {
+        let points = &self.recent;
         let slopes: Vec<f64> = points
             .iter()
             .enumerate()
             .flat_map(|(i, &(t1, r1))| {
-                points[i + 1..]
-                    .iter()
+                points
+                    .range(i + 1..)
                     .filter(move |(t2, _)| (t2 - t1).abs() > MIN_TUFR_SPREAD_MS)
                     .map(move |&(t2, r2)| (r2 - r1) / (t2 - t1))
             })
@@ -349,6 +351,12 @@ impl MemberEstimator {
             base_ms: base.max(0.0),
             k,
         })
+    }
+
+    /// The affine fit as of the last probe ([`Self::fitted`]); `None`
+    /// before the first probe with a TUFR.
+    pub fn fit(&self) -> Option<Fit> {
+        self.fit
     }
 }
 
@@ -426,7 +434,7 @@ mod tests {
         for (i, tufr) in [5.0, 10.0, 20.0, 40.0, 10.0, 5.0].into_iter().enumerate() {
             e.probe_ok(probe(40.0 + tufr, tufr), t0 + (i as u32) * S);
         }
-        let Fit { base_ms: path, k } = e.affine().unwrap();
+        let Fit { base_ms: path, k } = e.fit().unwrap();
         assert!(
             (path - 40.0).abs() < 1e-6 && (k - 1.0).abs() < 1e-6,
             "{path} {k}"
@@ -455,7 +463,7 @@ mod tests {
             e.probe_ok(probe(rt, tufr), t0 + (i as u32) * S);
         }
         let est = rt(&e, &push(20.0, t0 + 16 * S), t0 + 16 * S);
-        assert!((est - 30.0).abs() < 3.0, "{est}: {:?}", e.affine());
+        assert!((est - 30.0).abs() < 3.0, "{est}: {:?}", e.fit());
     }
 
     #[test]
@@ -475,7 +483,7 @@ mod tests {
         for (i, (tufr, rt)) in probes.into_iter().enumerate() {
             e.probe_ok(probe(rt, tufr), t0 + (i as u32) * S);
         }
-        let Fit { base_ms, k } = e.affine().unwrap();
+        let Fit { base_ms, k } = e.fit().unwrap();
         assert_eq!(k, 1.0);
         assert_eq!(base_ms, 30.0, "the median of RT - TUFR");
     }
