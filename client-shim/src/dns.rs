@@ -375,9 +375,9 @@ mod tests {
     fn fake(
         respond: impl Fn(&[u8], bool) -> Option<Vec<u8>> + Send + Sync + 'static,
     ) -> (SocketAddr, mpsc::Receiver<(RecordType, bool)>) {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let anycast_listen::Pair { udp, tcp } =
+            anycast_listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = udp.local_addr().unwrap();
-        let tcp = std::net::TcpListener::bind(addr).unwrap();
         let respond = std::sync::Arc::new(respond);
         let (tx, rx) = mpsc::channel();
         {

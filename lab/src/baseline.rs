@@ -32,14 +32,14 @@ pub const NAME: &str = "www.bench.example.";
 /// Serves the zone on `listen` (UDP and TCP) until `shutdown`.
 pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
     let catalog = catalog()?;
-    let udp = UdpSocket::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (UDP)"))?;
-    let bound = udp.local_addr()?;
     // TCP on the same port as UDP, so port 0 gives one address for both.
-    let tcp = TcpListener::bind(bound)
-        .await
-        .with_context(|| format!("cannot listen on {bound} (TCP)"))?;
+    let pair = anycast_listen::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} (UDP and TCP)"))?;
+    let bound = pair.local_addr()?;
+    pair.udp.set_nonblocking(true)?;
+    pair.tcp.set_nonblocking(true)?;
+    let udp = UdpSocket::from_std(pair.udp)?;
+    let tcp = TcpListener::from_std(pair.tcp)?;
     let mut server = Server::new(catalog);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(10), 64 * 1024);

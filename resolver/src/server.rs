@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,13 +29,6 @@ use crate::dns::{DnsFront, Transport};
 /// Largest datagram we read; a DNS query is far smaller.
 const MAX_DATAGRAM: usize = 4096;
 
-/// Connections the kernel completes and queues for us to accept. The usual
-/// 128 overflows when a burst of clients connects faster than the accept
-/// loop takes them (each excess one then waits a second for its SYN to be
-/// sent again); a larger queue costs only kernel memory for connections
-/// being made.
-const TCP_BACKLOG: u32 = 1024;
-
 /// A UDP socket and a TCP listener on the same address.
 #[derive(Debug)]
 pub struct Listener {
@@ -45,41 +38,22 @@ pub struct Listener {
 
 impl Listener {
     /// Binds UDP and TCP on `addr`. With port 0 the kernel picks a UDP port and
-    /// TCP takes the same number, retrying if TCP finds it taken.
+    /// TCP takes the same number, retrying if TCP finds it taken
+    /// ([`anycast_listen::bind`]).
     pub async fn bind(addr: SocketAddr) -> io::Result<Listener> {
-        const TRIES: usize = 20;
-        for _ in 0..TRIES {
-            let udp = UdpSocket::bind(addr).await?;
-            let port = udp.local_addr()?.port();
-            match listen_tcp(SocketAddr::new(addr.ip(), port)) {
-                Ok(tcp) => return Ok(Listener { udp, tcp }),
-                Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("no port free for both UDP and TCP on {}", addr.ip()),
-        ))
+        let pair = anycast_listen::bind(addr)?;
+        pair.udp.set_nonblocking(true)?;
+        pair.tcp.set_nonblocking(true)?;
+        Ok(Listener {
+            udp: UdpSocket::from_std(pair.udp)?,
+            tcp: TcpListener::from_std(pair.tcp)?,
+        })
     }
 
     /// The bound address (UDP and TCP share it).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.udp.local_addr()
     }
-}
-
-/// A TCP listener as [`TcpListener::bind`] makes it, with a longer accept
-/// queue ([`TCP_BACKLOG`]).
-fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(TCP_BACKLOG)
 }
 
 /// Serves every listener until `shutdown` is cancelled. Tasks are spawned on

@@ -10,7 +10,7 @@
 //! query of a zone with NOERROR, polled until a deadline; it is stopped when
 //! dropped, and its log is shown if the test is failing.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -74,17 +74,10 @@ pub fn find_program(program: &str, package: &str) -> PathBuf {
 /// may take it first; [`Server`] tries again on another port when that
 /// happens.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("cannot bind a UDP socket");
-        let port = udp
-            .local_addr()
-            .expect("a bound socket has an address")
-            .port();
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port of 127.0.0.1 free for both UDP and TCP in 100 tries");
+    anycast_listen::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .and_then(|pair| pair.local_addr())
+        .expect("no port of 127.0.0.1 free for both UDP and TCP")
+        .port()
 }
 
 /// NSD serving zones on loopback; stopped when dropped.
