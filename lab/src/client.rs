@@ -1,20 +1,27 @@
 //! The clients: closed-loop users that resolve the service name and fetch a
 //! file, timing each request.
 //!
-//! A client thinks (a draw from the scenario's think time), resolves the
-//! policy's name through its [`Stub`] (or, for the oracle, asks the lab
-//! which server has the least expected response time now), then opens a
-//! fresh TCP connection to the picked member address, through that server's
-//! delaying proxy, and fetches the file. The response time is measured as
-//! the paper measures it, from the request to the last byte of the file;
-//! the DNS time is recorded beside it, not in it.
+//! A client thinks (a draw from the scenario's think time), picks a server
+//! — through its [`Stub`] and the policy's DNS name, through its client-side
+//! balancer, or, for the oracle, by asking the lab which server has the
+//! least expected response time now — then opens a fresh TCP connection to
+//! that server's member address, through its delaying proxy, and fetches
+//! the file. The response time is measured as the paper measures it, from
+//! the request to the last byte of the file; the DNS time is recorded beside
+//! it, not in it. A failed attempt (refused, reset, no answer within the
+//! timeout) is followed at once by another with a fresh pick, up to the
+//! scenario's `retries`: what the user waited is the time of every attempt.
+//!
+//! The scenario's client count can change during a run (a flash crowd):
+//! client `i` sends requests only while more than `i` clients are active.
+//! Client `i` asks resolver `i mod k` when the run has `k`.
 //!
 //! A client only ever connects to the lab's own member addresses: an answer
 //! naming anything else (possible with `--dns`) is recorded as a failure and
 //! not fetched.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -26,10 +33,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::balance::{Balancer, prequal};
 use crate::dns::Stub;
 use crate::policy::Policy;
-use crate::scenario::{Clients, Resolve};
-use crate::server::{FILE_PATH, ORACLE_HEADER, Sampler, Server};
+use crate::scenario::{BalancerScope, Clients, Resolve, Schedule};
+use crate::server::{FILE_PATH, ORACLE_HEADER, PREQUAL_PATH, Sampler, Server};
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -43,16 +51,96 @@ pub struct Sample {
     pub t: f64,
     /// Which client (0-based).
     pub client: usize,
-    /// Which server (0-based), when the answer named one of the lab's.
+    /// Which server (0-based) the last attempt went to, when it named one
+    /// of the lab's.
     pub server: Option<usize>,
-    /// Time to resolve, milliseconds (0 for the oracle).
+    /// Time to resolve, milliseconds, every attempt's (0 without DNS).
     pub dns_ms: f64,
-    /// The answer came from the client's TTL cache.
+    /// The first answer came from the client's TTL cache.
     pub dns_cached: bool,
-    /// From the request to the last byte (or to giving up), milliseconds.
+    /// From the request to the last byte (or to giving up), milliseconds,
+    /// over every attempt.
     pub rt_ms: f64,
-    /// `None` when the file arrived whole; otherwise why not.
+    /// Attempts made (1 unless one failed).
+    pub attempts: u32,
+    /// `None` when the file arrived whole; otherwise why not (the last
+    /// attempt's reason).
     pub error: Option<String>,
+}
+
+/// A client-side balancer with its probe connections (Prequal keeps one per
+/// server), owned by one client or shared by all.
+#[derive(Debug)]
+pub struct ClientSide {
+    balancer: Mutex<Balancer>,
+    channels: Vec<tokio::sync::Mutex<Option<TcpStream>>>,
+}
+
+impl ClientSide {
+    /// The balancer of `policy` over `servers` servers, if it is client-side.
+    pub fn new(policy: Policy, servers: usize) -> Option<Arc<ClientSide>> {
+        Balancer::new(policy, servers).map(|balancer| {
+            Arc::new(ClientSide {
+                balancer: Mutex::new(balancer),
+                channels: (0..servers).map(|_| Default::default()).collect(),
+            })
+        })
+    }
+
+    /// The balancer every client of a run shares, when the scope says so.
+    pub fn shared(policy: Policy, servers: usize, scope: BalancerScope) -> Option<Arc<ClientSide>> {
+        match scope {
+            BalancerScope::Shared => ClientSide::new(policy, servers),
+            BalancerScope::PerClient => None,
+        }
+    }
+
+    fn balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {
+        self.balancer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Probes `server` at `addr` once over its kept connection (skipped
+    /// while a probe of it is in flight), and gives the balancer the answer.
+    async fn probe(self: Arc<Self>, server: usize, addr: SocketAddr) {
+        let Ok(mut channel) = self.channels[server].try_lock() else {
+            return;
+        };
+        match tokio::time::timeout(prequal::MAX_AGE, probe_once(&mut channel, addr)).await {
+            Ok(Ok((rif, latency_ms))) => {
+                self.balancer()
+                    .probed(server, rif, latency_ms, Instant::now());
+            }
+            // A probe that fails or comes too late leaves no answer; the
+            // connection is opened afresh next time.
+            _ => *channel = None,
+        }
+    }
+}
+
+/// One probe exchange: `GET /prequal` on a kept-alive connection.
+async fn probe_once(
+    channel: &mut Option<TcpStream>,
+    addr: SocketAddr,
+) -> Result<(u32, f64), String> {
+    if channel.is_none() {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        *channel = Some(stream);
+    }
+    let stream = channel.as_mut().ok_or("no connection")?;
+    stream
+        .write_all(format!("GET {PREQUAL_PATH} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let body = read_response(stream, true).await?;
+    let text = String::from_utf8_lossy(&body.bytes);
+    let mut fields = text.split_whitespace();
+    let rif = fields.next().and_then(|f| f.parse().ok());
+    let latency = fields.next().and_then(|f| f.parse().ok());
+    rif.zip(latency)
+        .ok_or_else(|| format!("unreadable probe answer {text:?}"))
 }
 
 /// What every client of one policy's run shares.
@@ -62,9 +150,10 @@ pub struct RunContext {
     pub policy: Policy,
     /// The servers, by index.
     pub servers: Vec<Arc<Server>>,
-    /// The DNS server clients ask (not used by the oracle).
-    pub dns: Option<SocketAddr>,
-    /// The name clients resolve (`None` for the oracle).
+    /// The DNS servers clients ask (client `i` asks `dns[i % len]`; not
+    /// used when clients pick for themselves).
+    pub dns: Vec<SocketAddr>,
+    /// The name clients resolve (`None` when they pick for themselves).
     pub qname: Option<String>,
     /// The service port (the same on every member).
     pub port: u16,
@@ -76,6 +165,8 @@ pub struct RunContext {
     pub start: Instant,
     /// No request starts after this.
     pub end: Instant,
+    /// The client-side balancer all clients share, if they share one.
+    pub shared: Option<Arc<ClientSide>>,
 }
 
 impl RunContext {
@@ -87,15 +178,28 @@ impl RunContext {
     }
 
     /// The oracle's pick: least expected response time from true state,
-    /// ties broken at random.
+    /// ties broken at random; servers that do not answer are never picked.
     fn oracle_pick(&self, rng: &mut StdRng) -> Option<usize> {
-        let expected: Vec<Duration> = self.servers.iter().map(|s| s.expected_response()).collect();
-        let best = expected.iter().min()?;
+        let expected: Vec<Option<Duration>> =
+            self.servers.iter().map(|s| s.expected_response()).collect();
+        let best = expected.iter().flatten().min()?;
         let ties: Vec<usize> = (0..expected.len())
-            .filter(|&i| expected[i] == *best)
+            .filter(|&i| expected[i] == Some(*best))
             .collect();
         ties.choose(rng).copied()
     }
+
+    /// Time since the run's start.
+    fn elapsed(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.start)
+    }
+}
+
+/// How a client picks its servers.
+enum Picker {
+    Dns(Stub),
+    Balancer(Arc<ClientSide>),
+    Oracle,
 }
 
 /// Runs client `id` until the run's end (then finishes its request in
@@ -111,36 +215,87 @@ pub async fn run(
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(id as u64 + 1),
     );
-    let think = Sampler::new(ctx.clients.think);
-    let mut stub = match (&ctx.qname, ctx.dns) {
-        (Some(name), Some(dns)) => {
+    let think: Schedule<Sampler> = ctx.clients.think.map(|d| Sampler::new(*d));
+    let mut picker = match (&ctx.qname, ctx.dns.get(id % ctx.dns.len().max(1))) {
+        _ if ctx.policy == Policy::Oracle => Picker::Oracle,
+        (Some(name), Some(&dns)) => {
             match Stub::new(dns, name, ctx.clients.resolve == Resolve::Ttl).await {
-                Ok(stub) => Some(stub),
+                Ok(stub) => Picker::Dns(stub),
                 Err(e) => {
-                    let _ = samples.send(failure(&ctx, id, 0.0, None, format!("{e:#}")));
+                    let _ = samples.send(failure(&ctx, id, 0.0, format!("{e:#}")));
                     return;
                 }
             }
         }
-        _ => None,
+        _ => match ctx
+            .shared
+            .clone()
+            .or_else(|| ClientSide::new(ctx.policy, ctx.servers.len()))
+        {
+            Some(side) => Picker::Balancer(side),
+            None => {
+                let _ = samples.send(failure(&ctx, id, 0.0, "no way to pick a server".into()));
+                return;
+            }
+        },
     };
-    // Clients start spread over one think time, not all at once.
-    let first = think.sample(&mut rng);
-    if !pause(first, &ctx, &stop).await {
-        return;
-    }
+    let mut active = false;
     while Instant::now() < ctx.end && !stop.is_cancelled() {
-        let began = Instant::now();
-        let t = (began - ctx.start).as_secs_f64();
-        let mut dns_cached = false;
-        let picked = match stub.as_mut() {
-            None => ctx
-                .oracle_pick(&mut rng)
+        // Waits while this client is beyond the active count; a client that
+        // becomes active starts within one think time, not with the others
+        // at the same instant.
+        let (count, next_change) = ctx.clients.count.at(ctx.elapsed());
+        if id >= count {
+            active = false;
+            let until = next_change.map_or(ctx.end, |at| ctx.start + at);
+            if !pause(until.saturating_duration_since(Instant::now()), &ctx, &stop).await {
+                return;
+            }
+            continue;
+        }
+        if !active {
+            active = true;
+            let first = think.at(ctx.elapsed()).0.sample(&mut rng);
+            if !pause(first, &ctx, &stop).await {
+                return;
+            }
+            continue;
+        }
+        let sample = request(id, &ctx, &mut picker, &mut rng, &stop).await;
+        let _ = samples.send(sample);
+        let gap = think.at(ctx.elapsed()).0.sample(&mut rng);
+        if !pause(gap, &ctx, &stop).await {
+            return;
+        }
+    }
+}
+
+/// One request: picks and fetches, again after a failure while retries
+/// remain.
+async fn request(
+    id: usize,
+    ctx: &RunContext,
+    picker: &mut Picker,
+    rng: &mut StdRng,
+    stop: &CancellationToken,
+) -> Sample {
+    let t = ctx.elapsed().as_secs_f64();
+    let mut sample = failure(ctx, id, t, String::new());
+    sample.attempts = 0;
+    let mut rt = Duration::ZERO;
+    while sample.attempts <= ctx.clients.retries && !stop.is_cancelled() {
+        sample.attempts += 1;
+        let asked = Instant::now();
+        let picked = match picker {
+            Picker::Oracle => ctx
+                .oracle_pick(rng)
                 .inspect(|&i| ctx.servers[i].oracle_sent())
                 .ok_or_else(|| "no server to pick".to_owned()),
-            Some(stub) => match stub.lookup().await {
+            Picker::Dns(stub) => match stub.lookup().await {
                 Ok(answer) => {
-                    dns_cached = answer.cached;
+                    if sample.attempts == 1 {
+                        sample.dns_cached = answer.cached;
+                    }
                     ctx.server_of(answer.address).ok_or_else(|| {
                         format!(
                             "the answer {} is not one of the lab's servers",
@@ -150,23 +305,29 @@ pub async fn run(
                 }
                 Err(e) => Err(e.to_string()),
             },
+            Picker::Balancer(side) => {
+                let pick = side.balancer().pick(Instant::now(), rng);
+                for s in pick.probe {
+                    let addr = SocketAddr::new(ctx.servers[s].member.ip(), ctx.port);
+                    tokio::spawn(side.clone().probe(s, addr));
+                }
+                Ok(pick.server)
+            }
         };
-        let dns_ms = began.elapsed().as_secs_f64() * 1000.0;
+        if matches!(picker, Picker::Dns(_)) {
+            sample.dns_ms += asked.elapsed().as_secs_f64() * 1000.0;
+        }
         let server = match picked {
             Ok(i) => i,
             Err(error) => {
-                let mut s = failure(&ctx, id, t, None, error);
-                s.dns_ms = dns_ms;
-                let _ = samples.send(s);
-                if !pause(think.sample(&mut rng), &ctx, &stop).await {
-                    return;
-                }
+                sample.error = Some(error);
                 continue;
             }
         };
+        sample.server = Some(server);
         let oracle = ctx.policy == Policy::Oracle;
         let addr = SocketAddr::new(ctx.servers[server].member.ip(), ctx.port);
-        let fetched = Instant::now();
+        let sent = Instant::now();
         let outcome = tokio::select! {
             r = tokio::time::timeout(ctx.clients.timeout, fetch(addr, oracle, ctx.clients.file_size)) => match r {
                 Ok(Ok(())) => None,
@@ -175,34 +336,38 @@ pub async fn run(
             },
             _ = stop.cancelled() => Some("unfinished when the run ended".to_owned()),
         };
+        rt += sent.elapsed();
         if oracle && outcome.as_deref().is_some_and(|e| e.starts_with("connect")) {
             ctx.servers[server].oracle_lost();
         }
-        let _ = samples.send(Sample {
-            policy: ctx.policy,
-            t,
-            client: id,
-            server: Some(server),
-            dns_ms,
-            dns_cached,
-            rt_ms: fetched.elapsed().as_secs_f64() * 1000.0,
-            error: outcome,
-        });
-        if !pause(think.sample(&mut rng), &ctx, &stop).await {
-            return;
+        match picker {
+            Picker::Balancer(side) => {
+                side.balancer()
+                    .done(server, sent, Instant::now(), outcome.is_none())
+            }
+            // The address failed: ask again rather than reuse it.
+            Picker::Dns(stub) if outcome.is_some() => stub.forget(),
+            _ => {}
+        }
+        sample.error = outcome;
+        if sample.error.is_none() {
+            break;
         }
     }
+    sample.rt_ms = rt.as_secs_f64() * 1000.0;
+    sample
 }
 
-fn failure(ctx: &RunContext, id: usize, t: f64, server: Option<usize>, error: String) -> Sample {
+fn failure(ctx: &RunContext, id: usize, t: f64, error: String) -> Sample {
     Sample {
         policy: ctx.policy,
         t,
         client: id,
-        server,
+        server: None,
         dns_ms: 0.0,
         dns_cached: false,
         rt_ms: 0.0,
+        attempts: 1,
         error: Some(error),
     }
 }
@@ -233,11 +398,33 @@ pub async fn fetch(addr: SocketAddr, oracle: bool, expected: u64) -> Result<(), 
         .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("send: {e}"))?;
-    read_response(&mut stream, expected).await
+    let body = read_response(&mut stream, false).await?;
+    if body.len < expected {
+        return Err(format!("short body: {} of {expected} bytes", body.len));
+    }
+    Ok(())
 }
 
-/// Reads a response head and its body (by Content-Length, else to the end).
-async fn read_response(stream: &mut TcpStream, expected: u64) -> Result<(), String> {
+/// A response body read: its length, and its bytes if they were kept.
+#[derive(Debug, Default)]
+struct ReadBody {
+    len: u64,
+    bytes: Vec<u8>,
+}
+
+impl ReadBody {
+    fn take(&mut self, bytes: &[u8], keep: bool) {
+        self.len += bytes.len() as u64;
+        if keep {
+            self.bytes.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Reads a response head and its body (by Content-Length, else to the
+/// end), keeping the body's bytes if `keep` (a probe's answer; a file is
+/// only counted).
+async fn read_response(stream: &mut TcpStream, keep: bool) -> Result<ReadBody, String> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 64 * 1024];
     let head_end = loop {
@@ -271,9 +458,10 @@ async fn read_response(stream: &mut TcpStream, expected: u64) -> Result<(), Stri
             .eq_ignore_ascii_case("content-length")
             .then(|| v.trim().parse::<u64>().ok())?
     });
-    let mut body = (buf.len() - head_end) as u64;
+    let mut body = ReadBody::default();
+    body.take(&buf[head_end..], keep);
     loop {
-        if length.is_some_and(|l| body >= l) {
+        if length.is_some_and(|l| body.len >= l) {
             break;
         }
         let n = stream
@@ -282,16 +470,13 @@ async fn read_response(stream: &mut TcpStream, expected: u64) -> Result<(), Stri
             .map_err(|e| format!("receive: {e}"))?;
         if n == 0 {
             if length.is_some() {
-                return Err(format!("connection closed after {body} body bytes"));
+                return Err(format!("connection closed after {} body bytes", body.len));
             }
             break;
         }
-        body += n as u64;
+        body.take(&chunk[..n], keep);
     }
-    if body < expected {
-        return Err(format!("short body: {body} of {expected} bytes"));
-    }
-    Ok(())
+    Ok(body)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -105,6 +105,11 @@ impl Stub {
         })
     }
 
+    /// Drops the cached answer (its address failed): the next lookup asks.
+    pub fn forget(&mut self) {
+        self.cached = None;
+    }
+
     async fn query(&self) -> Result<(Ipv4Addr, u32), LookupError> {
         let id: u16 = rand::rng().random();
         let mut message = Message::query();

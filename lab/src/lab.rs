@@ -43,12 +43,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::{self, RunContext, Sample};
+use crate::client::{self, ClientSide, RunContext, Sample};
+use crate::dns::Stub;
 use crate::policy::Policy;
 use crate::procs::{Binaries, Daemon, listening_addr};
 use crate::report::{self, Summary};
-use crate::scenario::Scenario;
-use crate::server::{AGENT_PATH, PROBE_PATH, Server};
+use crate::scenario::{ResolverRole, Scenario};
+use crate::server::{AGENT_PATH, Gate, PROBE_PATH, Server};
 
 /// The environment variable the resolver and the agents read the push key
 /// from (set on their command lines' environment only).
@@ -77,8 +78,6 @@ pub struct Options {
     pub push_url: Option<String>,
     /// The binaries (not needed with `dns` and no `push_url`).
     pub binaries: Option<Binaries>,
-    /// Run these policies instead of the scenario's.
-    pub policies: Option<Vec<Policy>>,
     /// Print the table and verdict on stdout at the end.
     pub print: bool,
 }
@@ -90,6 +89,10 @@ pub struct Outcome {
     pub chart: PathBuf,
     /// Wall time of the whole run.
     pub took: Duration,
+    /// Each policy's figures, in the order run.
+    pub summaries: Vec<Summary>,
+    /// The table as printed (with the verdict, if any).
+    pub table: String,
 }
 
 /// Runs `scenario` until done or `shutdown`.
@@ -111,10 +114,9 @@ pub async fn run(
     let _stop_on_exit = stop.clone().drop_guard();
 
     let groups = scenario.groups();
-    let policies: Vec<Policy> = match (&options.dns, &options.policies) {
-        (Some(_), _) => vec![Policy::External],
-        (None, Some(list)) => list.clone(),
-        (None, None) => scenario.policies.clone(),
+    let policies: Vec<Policy> = match options.dns {
+        Some(_) => vec![Policy::External],
+        None => scenario.policies.clone(),
     };
 
     // 1. Servers and proxies.
@@ -134,7 +136,7 @@ pub async fn run(
             scenario.clients.file_size,
         ));
         let app = server.router();
-        let listener = own_listener.tap_io(|tcp| {
+        let listener = Gate::new(own_listener, &server, stop.clone(), &tasks)?.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         let quit = stop.clone();
@@ -143,15 +145,19 @@ pub async fn run(
                 .with_graceful_shutdown(async move { quit.cancelled().await })
                 .await;
         });
-        crate::proxy::start(proxy_listener, server.own, spec.rtt, stop.clone(), &tasks);
+        let gate = Gate::new(proxy_listener, &server, stop.clone(), &tasks)?;
+        crate::proxy::start(gate, server.clone(), stop.clone(), &tasks);
         servers.push(server);
     }
 
-    // 2. Resolver and agents.
+    // 2. Resolvers and agents.
     let key = random_key();
     let mut daemons: Vec<Daemon> = Vec::new();
-    let mut http: Option<SocketAddr> = None;
-    let dns = match options.dns {
+    // What the clients ask (DNS), and where each one's view can be read.
+    let mut facing: Vec<(SocketAddr, Option<SocketAddr>)> = Vec::new();
+    // Where the agents push.
+    let mut push_urls: Vec<String> = Vec::new();
+    match options.dns {
         Some(dns) => {
             eprintln!(
                 "DNS server under test: {dns}, asked for {} (members below)",
@@ -160,50 +166,54 @@ pub async fn run(
             for s in &servers {
                 eprintln!(
                     "  member {} ({}, path RTT {:?})",
-                    s.member, s.spec.name, s.spec.rtt
+                    s.member, s.spec.name, s.spec.rtt.initial
                 );
             }
-            dns
+            facing.push((dns, None));
+            push_urls.extend(options.push_url.clone());
         }
         None => {
             let binaries = options
                 .binaries
                 .as_ref()
                 .ok_or_else(|| anyhow!("no resolver binary"))?;
-            let config = scratch.path().join("resolver.toml");
-            std::fs::write(&config, resolver_config(scenario, &servers, port)?)
-                .with_context(|| format!("cannot write {}", config.display()))?;
-            let mut command = Command::new(&binaries.resolver);
-            command
-                .arg("--config")
-                .arg(&config)
-                .arg("--log")
-                .arg(&binaries.log)
-                .env(KEY_ENV, &key);
-            let mut resolver =
-                Daemon::spawn("anycast-resolver", command, &logs.join("resolver.log")).await?;
-            let dns = resolver
-                .wait_for("its DNS address", START_DEADLINE, |l| {
-                    listening_addr(l, "dns-udp")
-                })
-                .await?;
-            http = Some(
-                resolver
-                    .wait_for("its HTTP address", START_DEADLINE, |l| {
-                        listening_addr(l, "http")
-                    })
-                    .await?,
-            );
-            daemons.push(resolver);
-            dns
+            let k = scenario.resolvers.count;
+            let start_resolver = |name: String, config: String| {
+                spawn_resolver(binaries, &key, scratch.path(), &logs, name, config)
+            };
+            let authoritative = resolver_config(scenario, &servers, port, None)?;
+            match scenario.resolvers.role {
+                ResolverRole::Authoritative => {
+                    for i in 0..k {
+                        let name = if k == 1 {
+                            "resolver".to_owned()
+                        } else {
+                            format!("resolver-{}", i + 1)
+                        };
+                        let (daemon, dns, http) =
+                            start_resolver(name, authoritative.clone()).await?;
+                        daemons.push(daemon);
+                        facing.push((dns, Some(http)));
+                        push_urls.push(format!("http://{http}/v1/push"));
+                    }
+                }
+                ResolverRole::Local => {
+                    let (daemon, _, http) =
+                        start_resolver("authority".to_owned(), authoritative).await?;
+                    daemons.push(daemon);
+                    push_urls.push(format!("http://{http}/v1/push"));
+                    let local = resolver_config(scenario, &servers, port, Some(http))?;
+                    for i in 0..k {
+                        let (daemon, dns, http) =
+                            start_resolver(format!("local-{}", i + 1), local.clone()).await?;
+                        daemons.push(daemon);
+                        facing.push((dns, Some(http)));
+                    }
+                }
+            }
         }
     };
-    let push_url = match (http, &options.push_url) {
-        (Some(http), _) => Some(format!("http://{http}/v1/push")),
-        (None, Some(url)) => Some(url.clone()),
-        (None, None) => None,
-    };
-    if let Some(push_url) = &push_url {
+    if !push_urls.is_empty() && (options.dns.is_none() || options.push_url.is_some()) {
         let binaries = options
             .binaries
             .as_ref()
@@ -218,7 +228,7 @@ pub async fn run(
             let config = scratch
                 .path()
                 .join(format!("agent-{}.toml", server.spec.name));
-            std::fs::write(&config, agent_config(scenario, server, push_url)?)
+            std::fs::write(&config, agent_config(scenario, server, &push_urls)?)
                 .with_context(|| format!("cannot write {}", config.display()))?;
             let mut command = Command::new(&binaries.agent);
             command
@@ -238,10 +248,22 @@ pub async fn run(
             daemons.push(agent);
         }
     }
+    let dns: Vec<SocketAddr> = facing.iter().map(|&(dns, _)| dns).collect();
+    let views: Vec<SocketAddr> = facing.iter().filter_map(|&(_, http)| http).collect();
+    // The view sampled into groups.jsonl: the first resolver the clients ask.
+    let http = views.first().copied();
 
     if let Some(http) = http {
         eprintln!(
-            "resolver: DNS {dns}; dashboard http://{http}/ (open it to watch the selection react)"
+            "{}: DNS {}; dashboard http://{http}/ (open it to watch the selection react)",
+            match dns.len() {
+                1 => "resolver".to_owned(),
+                k => format!("{k} {} resolvers", scenario.resolvers.role.name()),
+            },
+            dns.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         eprintln!(
             "          JSON: http://{http}/v1/groups/{} (also {} and {}); logs in {}",
@@ -253,11 +275,19 @@ pub async fn run(
     }
 
     // 3. Warm-up.
-    if let Some(http) = http {
+    if !views.is_empty() {
         let ready = Instant::now() + READY_DEADLINE;
         loop {
             let mut all = true;
-            for g in [&groups.default, &groups.hybrid] {
+            for (&(dns, http), g) in facing
+                .iter()
+                .flat_map(|f| [(f, &groups.default), (f, &groups.hybrid)])
+            {
+                let Some(http) = http else { continue };
+                // A local resolver learns a group at its first query.
+                if let Ok(mut stub) = Stub::new(dns, g, false).await {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stub.lookup()).await;
+                }
                 all &= fetch_view(http, g)
                     .await
                     .is_ok_and(|v| every_member_heard(&v));
@@ -316,28 +346,24 @@ pub async fn run(
         let start = Instant::now();
         let end = start + scenario.duration;
         for (i, server) in servers.iter().enumerate() {
-            server.start_background(
-                server.spec.load.clone(),
-                seed_for(scenario.seed, i as u64),
-                &stop,
-                &tasks,
-            );
+            server.start_run(seed_for(scenario.seed, i as u64), &stop, &tasks);
         }
         let ctx = Arc::new(RunContext {
             policy,
             servers: servers.clone(),
-            dns: Some(dns),
+            dns: dns.clone(),
             qname: policy.qname(&groups),
             port,
             clients: scenario.clients.clone(),
             seed: scenario.seed,
             start,
             end,
+            shared: ClientSide::shared(policy, servers.len(), scenario.clients.balancer),
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
         let clients_stop = stop.child_token();
         let clients = TaskTracker::new();
-        for id in 0..scenario.clients.count {
+        for id in 0..scenario.clients.most() {
             clients.spawn(client::run(
                 id,
                 ctx.clone(),
@@ -438,7 +464,7 @@ pub async fn run(
             "{}: mean response time over each run ({} servers, {} clients)",
             scenario.name,
             servers.len(),
-            scenario.clients.count
+            scenario.clients.most()
         ),
         &samples,
         &policies,
@@ -459,7 +485,43 @@ pub async fn run(
     Ok(Outcome {
         chart,
         took: began.elapsed(),
+        summaries,
+        table,
     })
+}
+
+/// Starts a resolver named `name` (its log: `logs/<name>.log`) with
+/// `config`, and waits for its DNS and HTTP addresses.
+async fn spawn_resolver(
+    binaries: &Binaries,
+    key: &str,
+    scratch: &std::path::Path,
+    logs: &std::path::Path,
+    name: String,
+    config: String,
+) -> anyhow::Result<(Daemon, SocketAddr, SocketAddr)> {
+    let path = scratch.join(format!("{name}.toml"));
+    std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut command = Command::new(&binaries.resolver);
+    command
+        .arg("--config")
+        .arg(&path)
+        .arg("--log")
+        .arg(&binaries.log)
+        .env(KEY_ENV, key);
+    let log = logs.join(format!("{name}.log"));
+    let mut resolver = Daemon::spawn(&format!("anycast-resolver ({name})"), command, &log).await?;
+    let dns = resolver
+        .wait_for("its DNS address", START_DEADLINE, |l| {
+            listening_addr(l, "dns-udp")
+        })
+        .await?;
+    let http = resolver
+        .wait_for("its HTTP address", START_DEADLINE, |l| {
+            listening_addr(l, "http")
+        })
+        .await?;
+    Ok((resolver, dns, http))
 }
 
 /// Advances the bar until `until` (for the settle pause).
@@ -571,12 +633,14 @@ fn millis(d: Duration) -> toml::Value {
     s(format!("{}ms", d.as_millis()))
 }
 
-/// The resolver's configuration: loopback only, one zone, two groups over
-/// the same members.
+/// The resolver's configuration: loopback only, one zone, three groups over
+/// the same members; or, with `authority`, a local resolver of the zone that
+/// learns them from that authority's HTTP listener.
 pub fn resolver_config(
     scenario: &Scenario,
     servers: &[Arc<Server>],
     port: u16,
+    authority: Option<SocketAddr>,
 ) -> anyhow::Result<String> {
     let members: Vec<toml::Value> = servers
         .iter()
@@ -588,7 +652,7 @@ pub fn resolver_config(
                 (
                     "cost",
                     toml::Value::Integer(
-                        i64::try_from(server.spec.rtt.as_millis()).unwrap_or(i64::MAX),
+                        i64::try_from(server.spec.rtt.initial.as_millis()).unwrap_or(i64::MAX),
                     ),
                 ),
             ]))
@@ -603,7 +667,12 @@ pub fn resolver_config(
         g.insert("member".into(), toml::Value::Array(members.clone()));
         toml::Value::Table(g)
     };
-    let config = table(&[
+    let mut zone = table(&[("name", s(scenario.zone.clone()))]);
+    if let Some(authority) = authority {
+        zone.insert("role".into(), s("local"));
+        zone.insert("authority".into(), s(format!("http://{authority}")));
+    }
+    let mut config = table(&[
         (
             "dns",
             toml::Value::Table(table(&[(
@@ -633,13 +702,7 @@ pub fn resolver_config(
                 ]))]),
             )])),
         ),
-        (
-            "zone",
-            toml::Value::Array(vec![toml::Value::Table(table(&[(
-                "name",
-                s(scenario.zone.clone()),
-            )]))]),
-        ),
+        ("zone", toml::Value::Array(vec![toml::Value::Table(zone)])),
         (
             "group",
             toml::Value::Array(vec![
@@ -669,6 +732,11 @@ pub fn resolver_config(
             ]),
         ),
     ]);
+    if authority.is_some() {
+        // A local resolver has no groups of its own and receives no pushes.
+        config.remove("group");
+        config.remove("push");
+    }
     toml::to_string(&config).context("cannot write the resolver's configuration")
 }
 
@@ -677,7 +745,7 @@ pub fn resolver_config(
 pub fn agent_config(
     scenario: &Scenario,
     server: &Server,
-    push_url: &str,
+    push_urls: &[String],
 ) -> anyhow::Result<String> {
     let groups = scenario.groups();
     let mut config = table(&[
@@ -686,7 +754,10 @@ pub fn agent_config(
             "groups",
             toml::Value::Array(vec![s(groups.default), s(groups.hybrid)]),
         ),
-        ("push_urls", toml::Value::Array(vec![s(push_url)])),
+        (
+            "push_urls",
+            toml::Value::Array(push_urls.iter().map(|u| s(u.as_str())).collect()),
+        ),
         (
             "key",
             toml::Value::Table(table(&[("id", s(KEY_ID)), ("env", s(KEY_ENV))])),
@@ -780,7 +851,7 @@ pub async fn check(scenario: &Scenario, binaries: Option<&Binaries>) -> anyhow::
         "{}: ok ({} servers, {} clients, {} policies of {:?} each, {:?} in all)\n",
         scenario.path.display(),
         scenario.servers.len(),
-        scenario.clients.count,
+        scenario.clients.most(),
         scenario.policies.len(),
         scenario.duration,
         scenario.warmup + (scenario.settle + scenario.duration) * scenario.policies.len() as u32
@@ -809,12 +880,16 @@ pub async fn check(scenario: &Scenario, binaries: Option<&Binaries>) -> anyhow::
         (
             &binaries.resolver,
             "resolver.toml",
-            resolver_config(scenario, &servers, port)?,
+            resolver_config(scenario, &servers, port, None)?,
         ),
         (
             &binaries.agent,
             "agent.toml",
-            agent_config(scenario, &servers[0], "http://127.0.0.1:1/v1/push")?,
+            agent_config(
+                scenario,
+                &servers[0],
+                &["http://127.0.0.1:1/v1/push".to_owned()],
+            )?,
         ),
     ];
     for (binary, file, text) in checks {

@@ -9,12 +9,16 @@
 //! * [`proxy`]: the emulated path, a delaying TCP proxy per server.
 //! * [`procs`]: finding, starting and killing the resolver and agents.
 //! * [`dns`], [`client`]: the clients, their DNS stub and their fetches.
+//! * [`balance`]: the client-side balancers compared with DNS (P2C with
+//!   peak EWMA, Prequal, least request).
 //! * [`policy`]: the policies and the names they resolve.
 //! * [`lab`]: one run, start to finish; [`report`]: table, CSVs, chart.
+//! * [`suite`]: every scenario of a directory, one table and chart.
 //! * [`baseline`]: a plain hickory authoritative server, the DNS baseline.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod balance;
 mod baseline;
 mod client;
 mod dns;
@@ -25,24 +29,23 @@ mod proxy;
 mod report;
 mod scenario;
 mod server;
+mod suite;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::policy::Policy;
 use crate::procs::Binaries;
-use crate::scenario::Scenario;
+use crate::scenario::{ResolverRole, Scenario};
 
-/// The built-in scenario of `anycast-lab demo`: the paper's setting.
-const PAPER: &str = include_str!("../scenarios/paper.toml");
-
-/// How long each policy of the demo runs.
-const DEMO_POLICY: Duration = Duration::from_secs(10);
+/// The built-in scenario of `anycast-lab demo`.
+const DEMO: &str = include_str!("../scenarios/demo.toml");
 
 /// Testbed for application-layer anycast: replicated servers with load and
 /// path delay on loopback, the real resolver and agents, clients, and a
@@ -72,11 +75,65 @@ struct BinArgs {
     daemon_log: String,
 }
 
+/// What `run` and `suite` may change of a scenario.
+#[derive(Debug, clap::Args)]
+struct Overrides {
+    /// Run these policies (comma-separated) instead of the scenario's.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    policies: Option<Vec<Policy>>,
+    /// Run each policy this long instead (every schedule scales along), e.g. "20s".
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Idle time before each policy (and before the first) instead of the
+    /// scenario's, e.g. "500ms" for a quick smoke run.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    settle: Option<Duration>,
+    /// Split the clients among this many resolvers (client i asks resolver i mod N).
+    #[arg(long, value_name = "N")]
+    resolvers: Option<usize>,
+    /// How several resolvers stand: "authoritative" (agents push to each,
+    /// each probes) or "local" (one authority gets the pushes; N local
+    /// resolvers learn from it and probe for themselves).
+    #[arg(long, value_name = "ROLE")]
+    resolver_role: Option<ResolverRole>,
+}
+
+impl Overrides {
+    fn apply(&self, mut scenario: Scenario) -> anyhow::Result<Scenario> {
+        if let Some(d) = self.duration {
+            scenario = scenario.with_duration(d);
+        }
+        if let Some(settle) = self.settle {
+            scenario.settle = settle;
+            scenario.warmup = settle;
+        }
+        if let Some(list) = &self.policies {
+            anyhow::ensure!(
+                !list.contains(&Policy::External),
+                "the \"external\" policy is chosen with --dns"
+            );
+            scenario.policies = list.clone();
+        }
+        if let Some(n) = self.resolvers {
+            anyhow::ensure!(
+                (1..=scenario::MAX_RESOLVERS).contains(&n),
+                "--resolvers {n}: write 1 to {}",
+                scenario::MAX_RESOLVERS
+            );
+            scenario.resolvers.count = n;
+        }
+        if let Some(role) = self.resolver_role {
+            scenario.resolvers.role = role;
+        }
+        Ok(scenario)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a scenario: every policy in turn, then the table, CSVs and chart.
     Run {
-        /// The scenario file (see lab/scenarios/paper.toml).
+        /// The scenario file (see lab/scenarios/suite/paper.toml).
         scenario: PathBuf,
         /// Put this DNS server in the resolver's place (one policy, "external").
         #[arg(long, value_name = "ADDR")]
@@ -84,20 +141,32 @@ enum Cmd {
         /// With --dns: run agents pushing to this URL (key from ANYCAST_PUSH_KEY).
         #[arg(long, value_name = "URL", requires = "dns")]
         push_url: Option<String>,
-        /// Run these policies (comma-separated) instead of the scenario's.
-        #[arg(long, value_delimiter = ',', value_name = "LIST")]
-        policies: Option<Vec<Policy>>,
-        /// Run each policy this long instead (load schedules scale along), e.g. "20s".
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        duration: Option<Duration>,
+        #[command(flatten)]
+        overrides: Overrides,
         /// Where results go.
         #[arg(long, default_value = "lab-out", value_name = "DIR")]
         out: PathBuf,
         #[command(flatten)]
         bins: BinArgs,
     },
-    /// About a minute on the built-in paper scenario: random, nearest,
-    /// hybrid, default and oracle, 10 s each.
+    /// Run every scenario of a directory, then one table and one chart
+    /// over all of them (each policy's mean and p99, and both as multiples
+    /// of the oracle's).
+    Suite {
+        /// The directory of scenario files.
+        #[arg(default_value = "lab/scenarios/suite", value_name = "DIR")]
+        dir: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Where results go (a directory per scenario, and suite.txt,
+        /// suite.csv, suite.svg).
+        #[arg(long, default_value = "lab-out/suite", value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        bins: BinArgs,
+    },
+    /// About a minute on the built-in demo scenario (lab/scenarios/demo.toml):
+    /// random, nearest, P2C with peak EWMA, our default and the oracle.
     Demo {
         /// Where results go.
         #[arg(long, default_value = "lab-out", value_name = "DIR")]
@@ -197,25 +266,16 @@ async fn command(cmd: Cmd, shutdown: CancellationToken) -> anyhow::Result<()> {
             scenario,
             dns,
             push_url,
-            policies,
-            duration,
+            overrides,
             out,
             bins,
         } => {
-            let mut scenario = Scenario::read(&scenario)?;
-            if let Some(d) = duration {
-                scenario = scenario.with_duration(d);
-            }
+            let scenario = overrides.apply(Scenario::read(&scenario)?)?;
             let binaries = if dns.is_some() && push_url.is_none() {
                 None
             } else {
                 Some(binaries(bins)?)
             };
-            if let Some(list) = &policies
-                && list.contains(&Policy::External)
-            {
-                anyhow::bail!("the \"external\" policy is chosen with --dns");
-            }
             let outcome = lab::run(
                 &scenario,
                 lab::Options {
@@ -223,7 +283,6 @@ async fn command(cmd: Cmd, shutdown: CancellationToken) -> anyhow::Result<()> {
                     dns,
                     push_url,
                     binaries,
-                    policies,
                     print: true,
                 },
                 shutdown,
@@ -237,23 +296,85 @@ async fn command(cmd: Cmd, shutdown: CancellationToken) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Suite {
+            dir,
+            overrides,
+            out,
+            bins,
+        } => {
+            let binaries = binaries(bins)?;
+            let files = suite::scenarios(&dir)?;
+            let scenarios = files
+                .iter()
+                .map(|f| overrides.apply(Scenario::read(f)?))
+                .collect::<anyhow::Result<Vec<Scenario>>>()?;
+            let mut results = Vec::new();
+            for (i, scenario) in scenarios.iter().enumerate() {
+                eprintln!(
+                    "suite: scenario {} of {}: {} ({} policies of {:?})",
+                    i + 1,
+                    scenarios.len(),
+                    scenario.name,
+                    scenario.policies.len(),
+                    scenario.duration
+                );
+                let outcome = lab::run(
+                    scenario,
+                    lab::Options {
+                        out: out.join(&scenario.name),
+                        dns: None,
+                        push_url: None,
+                        binaries: Some(binaries.clone()),
+                        print: false,
+                    },
+                    shutdown.clone(),
+                )
+                .await?;
+                eprintln!("{}", outcome.table);
+                results.push(suite::ScenarioResult {
+                    name: scenario.name.clone(),
+                    summaries: outcome.summaries,
+                });
+            }
+            let table = suite::table(&results);
+            println!("{table}");
+            let write = |name: &str, text: &str| {
+                let path = out.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))
+            };
+            write("suite.txt", &table)?;
+            write("suite.csv", &suite::csv(&results))?;
+            let chart = out.join("suite.svg");
+            suite::chart(&chart, &results)?;
+            eprintln!(
+                "suite: {} scenarios; table {}, figures {}, chart {}",
+                results.len(),
+                out.join("suite.txt").display(),
+                out.join("suite.csv").display(),
+                chart.display()
+            );
+            Ok(())
+        }
         Cmd::Demo { out, bins } => {
             let binaries = binaries(bins)?;
-            let mut scenario = Scenario::from_toml(PAPER, Path::new("lab/scenarios/paper.toml"))?
-                .with_duration(DEMO_POLICY);
-            scenario.settle = Duration::from_secs(2);
-            scenario.policies = Policy::DEMO.to_vec();
+            let scenario = Scenario::from_toml(DEMO, Path::new("lab/scenarios/demo.toml"))?;
             eprintln!(
-                "anycast-lab demo: {} servers (path RTT {}), {} clients; {} for {:?} each \
-                 (the full comparison: anycast-lab run lab/scenarios/paper.toml)",
+                "anycast-lab demo: {} servers (path RTT {}; workers {}), {} clients; {} for {:?} each",
                 scenario.servers.len(),
                 scenario
                     .servers
                     .iter()
-                    .map(|s| format!("{} ms", s.rtt.as_millis()))
+                    .map(|s| format!("{} ms", s.rtt.initial.as_millis()))
                     .collect::<Vec<_>>()
                     .join(", "),
-                scenario.clients.count,
+                scenario
+                    .servers
+                    .iter()
+                    .map(|s| s.capacity.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                scenario.clients.most(),
                 scenario
                     .policies
                     .iter()
@@ -269,21 +390,20 @@ async fn command(cmd: Cmd, shutdown: CancellationToken) -> anyhow::Result<()> {
                     dns: None,
                     push_url: None,
                     binaries: Some(binaries),
-                    policies: None,
                     print: true,
                 },
                 shutdown,
             )
             .await?;
             eprintln!(
-                "(10 s per policy is too short for the overload to build much queue: the demo \
-                 shows the machinery; docs/results.md has the full comparison)"
-            );
-            eprintln!(
                 "took {:.0} s; chart: {} (open it in a browser); per-request results: {}",
                 outcome.took.as_secs_f64(),
                 outcome.chart.display(),
                 out.join("results.csv").display()
+            );
+            eprintln!(
+                "more: anycast-lab suite (every scenario of lab/scenarios/suite, about an hour); \
+                 docs/results.md has the measured tables"
             );
             Ok(())
         }

@@ -14,8 +14,15 @@
 //! | `probe-only` | `path.web.ZONE` | the resolver's smoothed probe response time |
 //! | `hybrid` | `rt.web-paper.ZONE` | the paper's hybrid: a group with `calibration = "ratio"` |
 //! | `default` | `rt.web.ZONE` | the resolver's defaults, whatever they are today |
+//! | `least-request` | none | each client: the fewer of its own requests in flight of two random servers (Envoy's `least_request`) |
+//! | `p2c-peak-ewma` | none | each client: the lower peak-EWMA latency x (in flight + 1) of two random servers (Linkerd, tower, Finagle) |
+//! | `prequal` | none | each client: probes servers for requests in flight and latency, hot-cold rule (Prequal, NSDI 2024) |
 //! | `oracle` | none | the lab itself, from every server's true queue |
 //! | `external` | `web.ZONE` | whatever DNS server `--dns` names |
+//!
+//! The three client-side balancers (`src/balance/`) are what users would
+//! pick instead of DNS: they see every request their client sends, which a
+//! resolver does not, and nothing else but what they measure or probe.
 //!
 //! The three classic policies use their own group, `web-static`, which the
 //! agents do not push to and whose probes time out only after 30 s: in the
@@ -44,6 +51,13 @@ pub enum Policy {
     Hybrid,
     /// The resolver's defaults (`rt.` on a group with no settings).
     Default,
+    /// Client-side: least of the client's own requests in flight, of two
+    /// random servers (Envoy's `least_request`).
+    LeastRequest,
+    /// Client-side: power of two choices on peak-EWMA latency (Linkerd).
+    P2cPeakEwma,
+    /// Client-side: Prequal's probes and hot-cold rule.
+    Prequal,
     /// The lab picks from true queue lengths, without DNS.
     Oracle,
     /// Any DNS server given with `--dns`, asked for the plain group name.
@@ -51,8 +65,23 @@ pub enum Policy {
 }
 
 impl Policy {
-    /// The policies a full comparison runs, in order.
-    pub const COMPARED: [Policy; 8] = [
+    /// The policies a scenario runs unless it lists its own, in order: the
+    /// classic DNS schemes, the client-side balancers, the paper's hybrid,
+    /// ours, and the oracle.
+    pub const COMPARED: [Policy; 9] = [
+        Policy::Random,
+        Policy::RoundRobin,
+        Policy::Nearest,
+        Policy::LeastRequest,
+        Policy::P2cPeakEwma,
+        Policy::Prequal,
+        Policy::Hybrid,
+        Policy::Default,
+        Policy::Oracle,
+    ];
+
+    /// Every policy a scenario may list.
+    pub const ALL: [Policy; 11] = [
         Policy::Random,
         Policy::RoundRobin,
         Policy::Nearest,
@@ -60,15 +89,9 @@ impl Policy {
         Policy::ProbeOnly,
         Policy::Hybrid,
         Policy::Default,
-        Policy::Oracle,
-    ];
-
-    /// The policies `anycast-lab demo` runs (about a minute in all).
-    pub const DEMO: [Policy; 5] = [
-        Policy::Random,
-        Policy::Nearest,
-        Policy::Hybrid,
-        Policy::Default,
+        Policy::LeastRequest,
+        Policy::P2cPeakEwma,
+        Policy::Prequal,
         Policy::Oracle,
     ];
 
@@ -82,12 +105,16 @@ impl Policy {
             Policy::ProbeOnly => "probe-only",
             Policy::Hybrid => "hybrid",
             Policy::Default => "default",
+            Policy::LeastRequest => "least-request",
+            Policy::P2cPeakEwma => "p2c-peak-ewma",
+            Policy::Prequal => "prequal",
             Policy::Oracle => "oracle",
             Policy::External => "external",
         }
     }
 
-    /// The name a client of this policy resolves, or `None` for the oracle.
+    /// The name a client of this policy resolves, or `None` when the client
+    /// picks for itself.
     pub fn qname(self, groups: &Groups) -> Option<String> {
         let with = |metric: &str| Some(format!("{metric}.{}", groups.default));
         let fixed = |metric: &str| Some(format!("{metric}.{}", groups.static_));
@@ -99,7 +126,7 @@ impl Policy {
             Policy::ProbeOnly => with("path"),
             Policy::Hybrid => Some(format!("rt.{}", groups.hybrid)),
             Policy::Default => with("rt"),
-            Policy::Oracle => None,
+            Policy::LeastRequest | Policy::P2cPeakEwma | Policy::Prequal | Policy::Oracle => None,
             Policy::External => Some(groups.default.clone()),
         }
     }
@@ -147,12 +174,16 @@ impl FromStr for Policy {
             "probe-only" | "path" => Policy::ProbeOnly,
             "hybrid" | "paper" => Policy::Hybrid,
             "default" | "rt" => Policy::Default,
+            "least-request" | "least_request" | "lor" => Policy::LeastRequest,
+            "p2c-peak-ewma" | "p2c" | "peak-ewma" => Policy::P2cPeakEwma,
+            "prequal" => Policy::Prequal,
             "oracle" => Policy::Oracle,
             "external" => Policy::External,
             other => {
+                let known: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
                 return Err(format!(
-                    "unknown policy {other:?} (known: random, round-robin, nearest, push-only, \
-                     probe-only, hybrid, default, oracle)"
+                    "unknown policy {other:?} (known: {})",
+                    known.join(", ")
                 ));
             }
         })
@@ -165,7 +196,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_map_to_metrics() {
-        for p in Policy::COMPARED {
+        for p in Policy::ALL {
             assert_eq!(p.name().parse::<Policy>(), Ok(p));
         }
         assert_eq!("rr".parse::<Policy>(), Ok(Policy::RoundRobin));

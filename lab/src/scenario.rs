@@ -1,10 +1,12 @@
 //! Scenario files: what the testbed runs, as TOML.
 //!
 //! A scenario describes the replicated servers (workers, service time,
-//! background load over time, emulated path RTT), the clients (how many, how
-//! long they think, what they fetch, whether they honour the DNS TTL), how
-//! long each policy runs and the random seed. `lab/scenarios/paper.toml` is
-//! the commented reference.
+//! background load over time, emulated path RTT and how it changes, outages:
+//! a server that dies or black-holes and comes back), the clients (how many
+//! over time, how long they think, what they fetch, whether they honour the
+//! DNS TTL, how often they retry), the resolvers (how many share the
+//! clients, and in which role), how long each policy runs and the random
+//! seed. `lab/scenarios/suite/paper.toml` is the commented reference.
 //!
 //! Like the project's other configuration files, a scenario is read in two
 //! steps: serde into `Raw*` structs (`deny_unknown_fields`, so a typo is an
@@ -65,7 +67,58 @@ pub struct Scenario {
     /// Extra agent configuration, merged over the lab's (tables merge,
     /// values replace). Passed through as written.
     pub agent: toml::Table,
+    /// The resolvers the clients share.
+    pub resolvers: Resolvers,
 }
+
+/// The anycast resolvers the clients of a run share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolvers {
+    /// How many; client `i` asks resolver `i mod count`.
+    pub count: usize,
+    /// How they learn about the servers.
+    pub role: ResolverRole,
+}
+
+/// How several resolvers are arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResolverRole {
+    /// Each is authoritative for the zone: every agent pushes to each, and
+    /// each probes from where it stands.
+    Authoritative,
+    /// One authority receives the pushes; `count` local resolvers learn the
+    /// group and its pushed loads from it, probe for themselves, and answer
+    /// the clients.
+    Local,
+}
+
+impl ResolverRole {
+    /// Its name in scenario files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResolverRole::Authoritative => "authoritative",
+            ResolverRole::Local => "local",
+        }
+    }
+}
+
+impl std::str::FromStr for ResolverRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "authoritative" => Ok(ResolverRole::Authoritative),
+            "local" => Ok(ResolverRole::Local),
+            other => Err(format!(
+                "{other:?} is not a resolver role (authoritative or local)"
+            )),
+        }
+    }
+}
+
+/// The most resolvers a scenario may run.
+pub const MAX_RESOLVERS: usize = 16;
 
 /// Resolver settings a scenario passes through to the generated config.
 #[derive(Debug, Clone, Default)]
@@ -84,16 +137,40 @@ pub struct ResolverExtra {
 /// The clients.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    /// How many run at once (closed loop: each waits for its answer, then thinks).
-    pub count: usize,
-    /// Time between one request's end and the next one's start.
-    pub think: Dist,
+    /// How many run at once over time (closed loop: each waits for its
+    /// answer, then thinks). A flash crowd is a step up.
+    pub count: Schedule<usize>,
+    /// Time between one request's end and the next one's start, over time.
+    pub think: Schedule<Dist>,
     /// Bytes in each response body.
     pub file_size: u64,
     /// When a client asks DNS again.
     pub resolve: Resolve,
     /// A request not complete within this is given up.
     pub timeout: Duration,
+    /// A failed attempt is followed at once by another, with a fresh pick,
+    /// this many times at most; the request's response time runs from its
+    /// first attempt to its last.
+    pub retries: u32,
+    /// Whether each client runs its own client-side balancer or all share one.
+    pub balancer: BalancerScope,
+}
+
+impl Clients {
+    /// The most clients active at any time: how many the lab starts.
+    pub fn most(&self) -> usize {
+        self.count.values().copied().max().unwrap_or(0)
+    }
+}
+
+/// Who shares a client-side balancer's state (P2C, Prequal, least request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalancerScope {
+    /// Every client has its own, as a client library in each user's program.
+    PerClient,
+    /// All clients share one, as a proxy on the clients' host would.
+    Shared,
 }
 
 /// When clients resolve the service name.
@@ -112,44 +189,87 @@ pub struct ServerSpec {
     /// A short name for tables (`s1`...).
     pub name: String,
     /// Round-trip time of the emulated path between clients (or the
-    /// resolver) and this server.
-    pub rtt: Duration,
+    /// resolver) and this server, over time.
+    pub rtt: Schedule<Duration>,
     /// Workers: requests served at once; the rest wait in FIFO order.
     pub capacity: usize,
     /// How long a request holds a worker.
     pub service: Dist,
     /// Background arrivals per second over time (open loop, Poisson).
     pub load: LoadSchedule,
+    /// Up, dead or black-holed, over time.
+    pub condition: Schedule<Condition>,
 }
 
-/// A background arrival rate that is constant between steps.
+/// Whether a server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    /// Serving.
+    Up,
+    /// Its process is gone: connections to it are refused, and those open
+    /// when it died are reset.
+    Dead,
+    /// Wedged: it accepts connections and never answers on them (nor on
+    /// those open when it wedged).
+    Blackhole,
+}
+
+/// A value that changes in steps over a policy's run: `initial` until the
+/// first step, then each step's value from its time on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LoadSchedule {
-    /// `(from, rate)` pairs in increasing time; the rate before the first
-    /// step is 0.
-    pub steps: Vec<(Duration, f64)>,
+pub struct Schedule<T> {
+    /// The value from the start.
+    pub initial: T,
+    /// `(from, value)` pairs in increasing time.
+    pub steps: Vec<(Duration, T)>,
 }
 
-impl LoadSchedule {
-    /// The rate (per second) at `t` and when it next changes.
-    pub fn at(&self, t: Duration) -> (f64, Option<Duration>) {
-        let mut rate = 0.0;
-        for &(from, r) in &self.steps {
-            if from > t {
-                return (rate, Some(from));
-            }
-            rate = r;
+/// Background arrivals per second over time (0 before the first step).
+pub type LoadSchedule = Schedule<f64>;
+
+impl<T: Clone> Schedule<T> {
+    /// A value that never changes.
+    pub fn constant(value: T) -> Schedule<T> {
+        Schedule {
+            initial: value,
+            steps: Vec::new(),
         }
-        (rate, None)
+    }
+
+    /// The value at `t` and when it next changes.
+    pub fn at(&self, t: Duration) -> (T, Option<Duration>) {
+        let mut value = &self.initial;
+        for (from, v) in &self.steps {
+            if *from > t {
+                return (value.clone(), Some(*from));
+            }
+            value = v;
+        }
+        (value.clone(), None)
+    }
+
+    /// The same steps with each value mapped through `f`.
+    pub fn map<U>(&self, f: impl Fn(&T) -> U) -> Schedule<U> {
+        Schedule {
+            initial: f(&self.initial),
+            steps: self.steps.iter().map(|(t, v)| (*t, f(v))).collect(),
+        }
+    }
+
+    /// Every value it takes.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        std::iter::once(&self.initial).chain(self.steps.iter().map(|(_, v)| v))
     }
 
     /// The same schedule with every time multiplied by `factor`.
-    pub fn scaled(&self, factor: f64) -> LoadSchedule {
-        LoadSchedule {
+    pub fn scaled(&self, factor: f64) -> Schedule<T> {
+        Schedule {
+            initial: self.initial.clone(),
             steps: self
                 .steps
                 .iter()
-                .map(|&(t, r)| (t.mul_f64(factor), r))
+                .map(|(t, v)| (t.mul_f64(factor), v.clone()))
                 .collect(),
         }
     }
@@ -231,12 +351,46 @@ impl Scenario {
         };
 
         let c = raw.clients;
-        let count_span = c.count.span();
-        let count = c.count.into_inner();
-        if !(1..=MAX_CLIENTS).contains(&count) {
-            return Err(err(
-                count_span,
-                format!("{count} clients: write 1 to {MAX_CLIENTS}"),
+        let check_count = |count: Spanned<usize>| {
+            let span = count.span();
+            let count = count.into_inner();
+            if (1..=MAX_CLIENTS).contains(&count) {
+                Ok(count)
+            } else {
+                Err(err(
+                    span,
+                    format!("{count} clients: write 1 to {MAX_CLIENTS}"),
+                ))
+            }
+        };
+        let initial_count = check_count(c.count)?;
+        let initial_think = dist(source, c.think)?;
+        // One list of changes in the file, a schedule per quantity here: a
+        // step that leaves one of them out keeps its current value.
+        let changes = steps(source, c.changes, duration, "client changes", |change| {
+            if change.count.is_none() && change.think.is_none() {
+                return Err("a change needs `count`, `think` or both".to_owned());
+            }
+            Ok(change)
+        })?;
+        let mut count = Schedule::constant(initial_count);
+        let mut think = Schedule::constant(initial_think);
+        for (at, change) in changes {
+            let (now_count, _) = count.at(at);
+            let (now_think, _) = think.at(at);
+            count.steps.push((
+                at,
+                match change.count {
+                    Some(n) => check_count(n)?,
+                    None => now_count,
+                },
+            ));
+            think.steps.push((
+                at,
+                match change.think {
+                    Some(d) => dist(source, d)?,
+                    None => now_think,
+                },
             ));
         }
         let file_span = c.file_size.span();
@@ -247,12 +401,22 @@ impl Scenario {
                 format!("{file_size} bytes is more than the {MAX_FILE_SIZE} the lab serves"),
             ));
         }
+        let retries_span = c.retries.span();
+        let retries = c.retries.into_inner();
+        if retries > 10 {
+            return Err(err(
+                retries_span,
+                format!("{retries} retries: write 0 to 10"),
+            ));
+        }
         let clients = Clients {
             count,
-            think: dist(source, c.think)?,
+            think,
             file_size,
             resolve: c.resolve,
             timeout: positive(source, c.timeout)?,
+            retries,
+            balancer: c.balancer,
         };
 
         let servers_span = raw.servers.span();
@@ -285,14 +449,31 @@ impl Scenario {
                 }
                 None => format!("s{}", i + 1),
             };
-            let rtt_span = s.rtt.span();
-            let rtt = s.rtt.into_inner().0;
-            if rtt > Duration::from_secs(10) {
-                return Err(err(
-                    rtt_span,
-                    format!("{rtt:?} is longer than the 10 s the proxy emulates"),
-                ));
-            }
+            let check_rtt = |rtt: Spanned<HumanDuration>| {
+                let span = rtt.span();
+                let rtt = rtt.into_inner().0;
+                if rtt > Duration::from_secs(10) {
+                    Err(err(
+                        span,
+                        format!("{rtt:?} is longer than the 10 s the proxy emulates"),
+                    ))
+                } else {
+                    Ok(rtt)
+                }
+            };
+            let rtt = Schedule {
+                initial: check_rtt(s.rtt)?,
+                steps: steps(
+                    source,
+                    s.rtt_changes,
+                    duration,
+                    "rtt_changes",
+                    |c| Ok(c.rtt),
+                )?
+                .into_iter()
+                .map(|(at, rtt)| Ok((at, check_rtt(rtt)?)))
+                .collect::<Result<_, ConfigError>>()?,
+            };
             let cap_span = s.capacity.span();
             let capacity = s.capacity.into_inner();
             if !(1..=10_000).contains(&capacity) {
@@ -301,40 +482,30 @@ impl Scenario {
                     format!("{capacity} workers: write 1 to 10000"),
                 ));
             }
-            let mut steps: Vec<(Duration, f64)> = Vec::new();
-            for step in s.load {
-                let span = step.span();
-                let step = step.into_inner();
-                let at = step.at.0;
-                if !(step.rate.is_finite() && (0.0..=100_000.0).contains(&step.rate)) {
-                    return Err(err(
-                        span,
-                        format!(
+            let load = Schedule {
+                initial: 0.0,
+                steps: steps(source, s.load, duration, "load steps", |step| {
+                    if step.rate.is_finite() && (0.0..=100_000.0).contains(&step.rate) {
+                        Ok(step.rate)
+                    } else {
+                        Err(format!(
                             "rate {} is not a number of arrivals per second in 0..=100000",
                             step.rate
-                        ),
-                    ));
-                }
-                if at >= duration {
-                    return Err(err(
-                        span,
-                        format!("at = {at:?} is not within the duration ({duration:?})"),
-                    ));
-                }
-                if steps.last().is_some_and(|&(prev, _)| prev >= at) {
-                    return Err(err(
-                        span,
-                        "load steps must be in increasing `at` order".into(),
-                    ));
-                }
-                steps.push((at, step.rate));
-            }
+                        ))
+                    }
+                })?,
+            };
+            let condition = Schedule {
+                initial: Condition::Up,
+                steps: steps(source, s.events, duration, "events", |e| Ok(e.condition))?,
+            };
             servers.push(ServerSpec {
                 name,
                 rtt,
                 capacity,
                 service: dist(source, s.service)?,
-                load: LoadSchedule { steps },
+                load,
+                condition,
             });
         }
 
@@ -378,6 +549,20 @@ impl Scenario {
             policies,
             clients,
             servers,
+            resolvers: Resolvers {
+                count: {
+                    let span = raw.resolver.count.span();
+                    let count = raw.resolver.count.into_inner();
+                    if !(1..=MAX_RESOLVERS).contains(&count) {
+                        return Err(err(
+                            span,
+                            format!("{count} resolvers: write 1 to {MAX_RESOLVERS}"),
+                        ));
+                    }
+                    count
+                },
+                role: raw.resolver.role,
+            },
             resolver: ResolverExtra {
                 groups: raw.resolver.groups,
                 default: raw.resolver.default,
@@ -394,8 +579,12 @@ impl Scenario {
         let factor = duration.as_secs_f64() / self.duration.as_secs_f64();
         let mut scenario = self.clone();
         scenario.duration = duration;
+        scenario.clients.count = scenario.clients.count.scaled(factor);
+        scenario.clients.think = scenario.clients.think.scaled(factor);
         for server in &mut scenario.servers {
             server.load = server.load.scaled(factor);
+            server.rtt = server.rtt.scaled(factor);
+            server.condition = server.condition.scaled(factor);
         }
         scenario
     }
@@ -408,6 +597,42 @@ impl Scenario {
 
 fn positive(source: &Source, v: Spanned<HumanDuration>) -> Result<Duration, ConfigError> {
     anycast_config_file::positive_duration(source, v)
+}
+
+/// A list of timed changes (`at` plus the values that change), checked in
+/// one place for every list: each `at` within the run and later than the
+/// one before; `value` turns an entry into its value or says what is wrong
+/// with it. Errors point at the entry.
+fn steps<R: At, T>(
+    source: &Source,
+    raw: Vec<Spanned<R>>,
+    duration: Duration,
+    what: &str,
+    value: impl Fn(R) -> Result<T, String>,
+) -> Result<Vec<(Duration, T)>, ConfigError> {
+    let mut out: Vec<(Duration, T)> = Vec::with_capacity(raw.len());
+    for entry in raw {
+        let span = entry.span();
+        let entry = entry.into_inner();
+        let at = entry.at();
+        let bad = |m: String| source.error_at(Some(span.clone()), m);
+        if at >= duration {
+            return Err(bad(format!(
+                "at = {at:?} is not within the duration ({duration:?})"
+            )));
+        }
+        if out.last().is_some_and(|&(prev, _)| prev >= at) {
+            return Err(bad(format!("{what} must be in increasing `at` order")));
+        }
+        out.push((at, value(entry).map_err(bad)?));
+    }
+    Ok(out)
+}
+
+/// An entry of a list of timed changes.
+trait At {
+    /// When it takes effect, from the start of a policy's run.
+    fn at(&self) -> Duration;
 }
 
 fn dist(source: &Source, raw: Spanned<RawDist>) -> Result<Dist, ConfigError> {
@@ -475,6 +700,24 @@ fn default_settle() -> HumanDuration {
 fn default_warmup() -> HumanDuration {
     Duration::from_secs(3).into()
 }
+fn default_resolvers() -> Spanned<usize> {
+    spanned(1)
+}
+fn default_role() -> ResolverRole {
+    ResolverRole::Authoritative
+}
+impl Default for RawResolver {
+    fn default() -> Self {
+        RawResolver {
+            count: default_resolvers(),
+            role: default_role(),
+            groups: toml::Table::new(),
+            default: toml::Table::new(),
+            hybrid: toml::Table::new(),
+            static_: toml::Table::new(),
+        }
+    }
+}
 fn default_service() -> Spanned<String> {
     spanned("web".to_owned())
 }
@@ -482,9 +725,13 @@ fn default_zone() -> Spanned<String> {
     spanned("any.example.net".to_owned())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawResolver {
+    #[serde(default = "default_resolvers")]
+    count: Spanned<usize>,
+    #[serde(default = "default_role")]
+    role: ResolverRole,
     #[serde(default)]
     groups: toml::Table,
     #[serde(default)]
@@ -506,6 +753,33 @@ struct RawClients {
     resolve: Resolve,
     #[serde(default = "default_timeout")]
     timeout: Spanned<HumanDuration>,
+    #[serde(default)]
+    changes: Vec<Spanned<RawClientChange>>,
+    #[serde(default = "default_retries")]
+    retries: Spanned<u32>,
+    #[serde(default = "default_balancer")]
+    balancer: BalancerScope,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientChange {
+    at: HumanDuration,
+    count: Option<Spanned<usize>>,
+    think: Option<Spanned<RawDist>>,
+}
+
+impl At for RawClientChange {
+    fn at(&self) -> Duration {
+        self.at.0
+    }
+}
+
+fn default_retries() -> Spanned<u32> {
+    spanned(2)
+}
+fn default_balancer() -> BalancerScope {
+    BalancerScope::PerClient
 }
 
 fn default_file_size() -> Spanned<u64> {
@@ -523,10 +797,14 @@ fn default_timeout() -> Spanned<HumanDuration> {
 struct RawServer {
     name: Option<Spanned<String>>,
     rtt: Spanned<HumanDuration>,
+    #[serde(default)]
+    rtt_changes: Vec<Spanned<RawRttChange>>,
     capacity: Spanned<usize>,
     service: Spanned<RawDist>,
     #[serde(default)]
     load: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    events: Vec<Spanned<RawEvent>>,
 }
 
 #[derive(Deserialize)]
@@ -534,6 +812,38 @@ struct RawServer {
 struct RawStep {
     at: HumanDuration,
     rate: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRttChange {
+    at: HumanDuration,
+    rtt: Spanned<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    at: HumanDuration,
+    condition: Condition,
+}
+
+impl At for RawStep {
+    fn at(&self) -> Duration {
+        self.at.0
+    }
+}
+
+impl At for RawRttChange {
+    fn at(&self) -> Duration {
+        self.at.0
+    }
+}
+
+impl At for RawEvent {
+    fn at(&self) -> Duration {
+        self.at.0
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Simulates the agent's smoothers on the testbed's service times.
 
-Log-normal service times (mean 25 ms, sd 35 ms, as in lab/scenarios/paper.toml),
+Log-normal service times (mean 25 ms, sd 35 ms, as in lab/scenarios/suite/paper.toml),
 one measurement every 200 ms, 200,000 measurements; prints the mean, p10, p50
 and p90 of the published value for:
 
