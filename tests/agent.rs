@@ -1031,6 +1031,9 @@ fn bad_pushes_are_refused_with_their_status_and_change_nothing() {
         tufr_ms: Some(4.0),
         seq,
         sent_at_ms: u64::try_from(now_unix().as_millis()).unwrap(),
+        in_flight: None,
+        workers: None,
+        service_ms: None,
     };
     let sign = |key: &PushKey, seq: u64, ts: u64, body: &[u8]| key.sign(seq, ts, body).to_string();
     let send = |signature: Option<&str>, body: &[u8]| {

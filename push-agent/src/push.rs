@@ -48,6 +48,9 @@ impl Pusher {
             tufr_ms: reading.tufr_ms,
             seq,
             sent_at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            in_flight: None,
+            workers: None,
+            service_ms: None,
         };
         let body = push.to_json();
         let signature = self.key.sign(seq, now.as_secs(), &body);

@@ -430,6 +430,9 @@ mod tests {
             tufr_ms: Some(4.0),
             seq,
             sent_at_ms: NOW_UNIX * 1000,
+            in_flight: None,
+            workers: None,
+            service_ms: None,
         }
     }
 
