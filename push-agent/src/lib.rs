@@ -16,6 +16,7 @@
 //! * [`smooth`]: EWMA in continuous time, outlier clamp, down detection.
 //! * [`policy`]: when to push (pure).
 //! * [`push`]: signing and sending; [`publish`]: the probe file.
+//! * [`status`]: the server's status page (requests in flight, workers).
 //! * [`join`]: self-registration with the resolvers (optional).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod publish;
 pub mod push;
 pub mod smooth;
+pub mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
