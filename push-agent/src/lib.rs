@@ -14,6 +14,8 @@
 //! * [`config`]: TOML into one typed [`config::AgentConfig`].
 //! * [`active`], [`passive`]: the two ways of measuring.
 //! * [`smooth`]: EWMA in continuous time, outlier clamp, down detection.
+//! * [`load`]: requests in flight and workers beside the TUFR, and the
+//!   service time (pure).
 //! * [`policy`]: when to push (pure).
 //! * [`push`]: signing and sending; [`publish`]: the probe file.
 //! * [`status`]: the server's status page (requests in flight, workers).
@@ -24,6 +26,7 @@
 pub mod active;
 pub mod config;
 pub mod join;
+pub mod load;
 pub mod passive;
 pub mod policy;
 pub mod publish;
