@@ -19,12 +19,19 @@
 //!   queue`; workers are `total processes` (under `pm = dynamic`, the
 //!   processes started now; `pm.max_children` may be higher).
 //!
-//! [`parse`] is pure.
+//! [`parse`] is pure; [`watch`] reads the page every `interval` and sends
+//! each outcome into the agent's pipeline as a [`Sample::Status`].
 
 use std::time::{Duration, Instant};
 
 use anycast_proto::push::MAX_IN_FLIGHT;
 use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::Sample;
+use crate::config::StatusConfig;
 
 /// Which server's status page, in which form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +164,10 @@ fn workers(field: &'static str, value: u64) -> Result<Option<u32>, StatusError> 
     Ok(Some(bounded(field, value)?).filter(|w| *w > 0))
 }
 
+/// Largest status page read (Apache's scoreboard line grows with its
+/// worker slots; a few hundred KiB at the very most).
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
 /// How often a status page that keeps failing is logged, at most.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -192,6 +203,79 @@ impl FailureLog {
         self.unlogged = 0;
         self.logged.take().is_some()
     }
+}
+
+/// Reads the status page every `interval` until `shutdown`, sending each
+/// reading, or `None` for a failed read (which clears `in_flight`; it does
+/// not make the server down: the TUFR measurement decides that).
+pub async fn watch(
+    config: StatusConfig,
+    client: reqwest::Client,
+    samples: mpsc::Sender<Sample>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut log = FailureLog::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            read = read_once(&client, &config) => read,
+        };
+        let sample = match read {
+            Ok(reading) => {
+                if log.succeeded() {
+                    info!(url = %config.url, "the status page reads again");
+                }
+                Some(reading)
+            }
+            Err(error) => {
+                if let Some(failures) = log.failed(Instant::now()) {
+                    warn!(
+                        url = %config.url,
+                        %error,
+                        failures,
+                        "cannot read the status page: requests in flight unknown (logged at most once a minute)"
+                    );
+                }
+                None
+            }
+        };
+        if samples.send(Sample::Status(sample)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One read of the page, parsed.
+async fn read_once(client: &reqwest::Client, config: &StatusConfig) -> Result<PageReading, String> {
+    let read = async {
+        let mut response = client
+            .get(&config.url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("status {status}"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_PAGE_BYTES {
+                return Err(format!("the page is larger than {MAX_PAGE_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let page = String::from_utf8_lossy(&body);
+        parse(config.format, &page).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(config.timeout, read)
+        .await
+        .map_err(|_| format!("no answer within {:?}", config.timeout))?
 }
 
 #[cfg(test)]
