@@ -116,7 +116,7 @@ fn apache(page: &str) -> Result<PageReading, StatusError> {
     let idle = field("IdleWorkers")?;
     Ok(PageReading {
         in_flight: bounded("BusyWorkers", busy.saturating_sub(1))?,
-        workers: workers("BusyWorkers + IdleWorkers", busy + idle)?,
+        workers: workers("BusyWorkers + IdleWorkers", busy.saturating_add(idle))?,
     })
 }
 
@@ -171,15 +171,19 @@ const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// How often a status page that keeps failing is logged, at most.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Logs status-read failures rarely: the first after a success, then at most
-/// once per [`LOG_EVERY`] with the count since, never once per read (a read
-/// every 100 ms would flood the log). Pure: `now` is passed in.
+/// Logs status-read failures rarely: the first, then at most once per
+/// [`LOG_EVERY`] with the count since, never once per read (a read every
+/// 100 ms would flood the log), and a page that fails every other read is no
+/// exception. A success after failures is worth a line only when that run
+/// of failures was logged. Pure: `now` is passed in.
 #[derive(Debug, Clone, Default)]
 pub struct FailureLog {
-    /// When the last failure was logged, while failing.
+    /// When a failure was last logged (kept across successes).
     logged: Option<Instant>,
     /// Failures since then.
     unlogged: u64,
+    /// Whether a failure of the current run was logged.
+    run_logged: bool,
 }
 
 impl FailureLog {
@@ -194,14 +198,14 @@ impl FailureLog {
             return None;
         }
         self.logged = Some(now);
+        self.run_logged = true;
         Some(std::mem::take(&mut self.unlogged))
     }
 
-    /// Records a success; `true` when it ends a run of failures (worth a
-    /// line of its own).
+    /// Records a success; `true` when it ends a run of failures that was
+    /// logged (worth a line of its own).
     pub fn succeeded(&mut self) -> bool {
-        self.unlogged = 0;
-        self.logged.take().is_some()
+        std::mem::take(&mut self.run_logged)
     }
 }
 
@@ -423,6 +427,14 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
             ),
             Err(StatusError::Implausible { .. })
         ));
+        let max = u64::MAX;
+        assert!(matches!(
+            parse(
+                StatusFormat::Apache,
+                &format!("BusyWorkers: {max}\nIdleWorkers: {max}\n")
+            ),
+            Err(StatusError::Implausible { .. })
+        ));
         assert!(matches!(
             parse(
                 StatusFormat::Nginx,
@@ -468,10 +480,22 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
         );
         assert!(log.succeeded(), "the end of the run is worth a line");
         assert!(!log.succeeded(), "once");
+        // A page failing every other read: one line of each a minute.
+        let t1 = t0 + 2 * LOG_EVERY;
+        let mut lines = (0, 0);
+        for i in 0..600 {
+            let now = t1 + i * Duration::from_millis(100);
+            if i % 2 == 0 {
+                lines.0 += usize::from(log.failed(now).is_some());
+            } else {
+                lines.1 += usize::from(log.succeeded());
+            }
+        }
+        assert_eq!(lines, (1, 1), "failure and recovery lines in a minute");
         assert_eq!(
-            log.failed(t0 + LOG_EVERY),
-            Some(1),
-            "a new run logs at once"
+            log.failed(t1 + 2 * LOG_EVERY),
+            Some(300),
+            "the next says how many failed since"
         );
     }
 }
