@@ -214,6 +214,9 @@ fn push_request(http: SocketAddr, seq: u64, close: bool) -> Vec<u8> {
         tufr_ms: Some(3.0),
         seq,
         sent_at_ms: u64::try_from(now.as_millis()).expect("milliseconds fit"),
+        in_flight: None,
+        workers: None,
+        service_ms: None,
     };
     let body = push.to_json();
     let key = PushKey::new(KEY_ID, SECRET.as_bytes()).expect("a valid key");

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,9 +28,9 @@ use anycast_tests::harness::{
     wait_until,
 };
 use anycast_tests::http;
-use anycast_tests::web::WebServer;
+use anycast_tests::web::{HOLD_PATH, WebServer};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
@@ -128,6 +128,10 @@ struct PushSeen {
     tufr_ms: Option<f64>,
     seq: u64,
     age_s: f64,
+    /// From the status page, when the agent reads one.
+    in_flight: Option<u64>,
+    workers: Option<u64>,
+    service_ms: Option<f64>,
 }
 
 impl PushSeen {
@@ -168,6 +172,9 @@ fn member_push(api: SocketAddr, endpoint: SocketAddr) -> Option<PushSeen> {
         age_s: push["age_s"]
             .as_f64()
             .unwrap_or_else(|| panic!("push without an age: {member}")),
+        in_flight: push["in_flight"].as_u64(),
+        workers: push["workers"].as_u64(),
+        service_ms: push["service_ms"].as_f64(),
     })
 }
 
@@ -770,6 +777,133 @@ fn sigterm_marks_the_probe_file_draining() {
 }
 
 // ---------------------------------------------------------------------------
+// The status page: requests in flight, workers, service time
+// ---------------------------------------------------------------------------
+
+/// Sends `GET /hold` on a new connection and returns it unread: the test
+/// web server holds the request while `hold()` is in force.
+fn held_request(server: SocketAddr) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(server).expect("connect to the web server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {HOLD_PATH} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
+/// The TXT view's member line for `endpoint`.
+fn txt_member_line(dns: SocketAddr, endpoint: SocketAddr) -> String {
+    let response = query_udp(dns, GROUP, RecordType::TXT);
+    let lines: Vec<String> = response
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    lines
+        .iter()
+        .find(|l| l.starts_with(&format!("member={endpoint} ")))
+        .unwrap_or_else(|| panic!("no line for {endpoint} in {lines:?}"))
+        .clone()
+}
+
+#[test]
+fn requests_held_at_the_server_show_as_in_flight_and_fall_back() {
+    // The agent reads the web server's nginx-style status page every 100 ms
+    // (the default), with 4 workers from its config. The test holds 6 slow
+    // requests open at the server: the status page says Writing = 7, the
+    // agent pushes in_flight = 6, a rise of more than max(1, 4 / 4) = 1,
+    // so worse news, pushed within rise_interval (250 ms, at most the
+    // min_interval of 200 ms). Then it releases them, a fall pushed within
+    // min_interval. Bound for each: one status read (100 ms), the push's
+    // interval (200 ms), a poll of the view (20 ms), and slack for debug
+    // builds on two busy cores: 3 s.
+    const HELD: u64 = 6;
+    const BOUND: Duration = Duration::from_secs(3);
+    let web = web_server("127.0.21.1", Duration::from_millis(20));
+    let (resolver, api) = start_resolver(&[web.addr()]);
+    let sections = format!(
+        "{}\n[status]\nurl = \"{}\"\nformat = \"nginx\"\nworkers = 4\n",
+        fast_active(&web.url()),
+        web.stub_status_url()
+    );
+    let _agent = start_agent(&agent_toml(web.addr(), api, &sections));
+
+    // Settled: the server idle but for the agent's own measurement (in
+    // flight 0, or 1 when a status read meets it), 4 workers, and a service
+    // time from the measurements that found a worker free: the 20 ms delay,
+    // within the TUFR's bounds (a heartbeat, 2 s, carries it at the latest).
+    let (idle, _) = wait_for_push(
+        api,
+        web.addr(),
+        FIRST_PUSH_DEADLINE,
+        "up, in_flight <= 1 of 4 workers, service_ms in [15, 60]",
+        |p| {
+            p.state == "up"
+                && p.in_flight.is_some_and(|n| n <= 1)
+                && p.workers == Some(4)
+                && p.service_ms.is_some_and(|s| (15.0..=60.0).contains(&s))
+        },
+    );
+    assert!(web.status_requests() > 0, "the agent read the status page");
+
+    web.hold();
+    let held: Vec<_> = (0..HELD).map(|_| held_request(web.addr())).collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || web.in_flight() >= HELD),
+        "the web server holds {} requests, not {HELD}",
+        web.in_flight()
+    );
+    let (busy, took) = wait_for_push(api, web.addr(), BOUND, "in_flight >= 6", |p| {
+        p.in_flight.is_some_and(|n| n >= HELD)
+    });
+    println!("{HELD} held requests in the view after {took:?} (bound {BOUND:?}): {busy:?}");
+    assert!(busy.seq > idle.seq);
+    assert_eq!(busy.state, "up", "a queue is not a down server: {busy:?}");
+    assert_eq!(busy.workers, Some(4));
+    // The TXT view says the same (the push may have moved on meanwhile by
+    // the agent's own measurement: at least HELD).
+    let line = txt_member_line(resolver.addr(), web.addr());
+    let in_flight: u64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("in_flight="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no in_flight in {line:?}"));
+    assert!(in_flight >= HELD, "{line}");
+    assert!(line.contains(" workers=4 "), "{line}");
+    assert!(line.contains(" service_ms="), "{line}");
+
+    web.release();
+    for mut stream in held {
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response:?}");
+    }
+    let (after, took) = wait_for_push(api, web.addr(), BOUND, "in_flight back to <= 1", |p| {
+        p.in_flight.is_some_and(|n| n <= 1)
+    });
+    println!("released: in_flight back in the view after {took:?} (bound {BOUND:?}): {after:?}");
+    assert!(after.seq > busy.seq);
+    // Held requests never found a worker free: the service time is still
+    // the measurements' (within the same bounds), not the hold's seconds.
+    assert!(
+        after.service_ms.is_some_and(|s| (15.0..=60.0).contains(&s)),
+        "{after:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Passive measurement: following an access log across rotations
 // ---------------------------------------------------------------------------
 
@@ -1031,6 +1165,9 @@ fn bad_pushes_are_refused_with_their_status_and_change_nothing() {
         tufr_ms: Some(4.0),
         seq,
         sent_at_ms: u64::try_from(now_unix().as_millis()).unwrap(),
+        in_flight: None,
+        workers: None,
+        service_ms: None,
     };
     let sign = |key: &PushKey, seq: u64, ts: u64, body: &[u8]| key.sign(seq, ts, body).to_string();
     let send = |signature: Option<&str>, body: &[u8]| {
@@ -1281,6 +1418,22 @@ fn agent_check_config_accepts_the_example_and_refuses_bad_files() {
             format!("{base}\n[smoothing]\nclamp = 0.5\n"),
             "clamp = 0.5",
             "clamp must be a number above 1",
+        ),
+        (
+            "unknown status format",
+            format!(
+                "{base}\n[status]\nurl = \"http://127.0.0.1:8080/nginx_status\"\nformat = \"lighttpd\"\n"
+            ),
+            "format = \"lighttpd\"",
+            "field `format` in [status]: unknown variant `lighttpd`",
+        ),
+        (
+            "no workers",
+            format!(
+                "{base}\n[status]\nurl = \"http://127.0.0.1:8080/nginx_status\"\nformat = \"nginx\"\nworkers = 0\n"
+            ),
+            "workers = 0",
+            "field `workers` in [status]: workers must be 1 to 1000000",
         ),
     ];
     for (what, toml, line, message) in cases {

@@ -255,6 +255,9 @@ impl Liar {
             tufr_ms: Some(lied_tufr_ms),
             seq: self.seq,
             sent_at_ms: now.as_millis() as u64,
+            in_flight: None,
+            workers: None,
+            service_ms: None,
         };
         let body = push.to_json();
         let sig = self.key.sign(self.seq, now.as_secs(), &body).to_string();

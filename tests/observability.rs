@@ -284,6 +284,9 @@ fn push(
         tufr_ms: Some(tufr_ms),
         seq,
         sent_at_ms: u64::try_from(now_unix().as_millis()).unwrap(),
+        in_flight: None,
+        workers: None,
+        service_ms: None,
     }
     .to_json();
     let signature = key.map(|k| k.sign(seq, now_unix().as_secs(), &body).to_string());

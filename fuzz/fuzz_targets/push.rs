@@ -134,7 +134,8 @@ fn check_accepted(
     );
 }
 
-/// Equal, but for the TUFR's last bits ([`same_tufr`]).
+/// Equal, but for the last bits of the TUFR and the service time
+/// ([`same_tufr`]).
 fn assert_same_push(a: &Push, b: &Push) {
     assert!(
         same_tufr(a.tufr_ms, b.tufr_ms),
@@ -142,8 +143,15 @@ fn assert_same_push(a: &Push, b: &Push) {
         a.tufr_ms,
         b.tufr_ms
     );
+    assert!(
+        same_tufr(a.service_ms, b.service_ms),
+        "service_ms {:?} became {:?}",
+        a.service_ms,
+        b.service_ms
+    );
     let strip = |p: &Push| Push {
         tufr_ms: None,
+        service_ms: None,
         ..p.clone()
     };
     assert_eq!(strip(a), strip(b));

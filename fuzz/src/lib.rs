@@ -154,6 +154,9 @@ pub fn web_push(server: &str, state: ServerState, tufr_ms: Option<f64>, seq: u64
         tufr_ms,
         seq,
         sent_at_ms: NOW_UNIX * 1000,
+        in_flight: None,
+        workers: None,
+        service_ms: None,
     }
 }
 

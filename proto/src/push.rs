@@ -25,6 +25,10 @@ pub const MAX_PUSH_BYTES: usize = 16 * 1024;
 /// Largest TUFR a push may report: a server slower than this is down.
 pub const MAX_TUFR_MS: f64 = 600_000.0;
 
+/// Most requests in flight, and most workers, a push may report: a bound
+/// far above any one server, so a garbled number is refused, not believed.
+pub const MAX_IN_FLIGHT: u32 = 1_000_000;
+
 /// Version tag mixed into every MAC, so a MAC of another message kind or
 /// version never verifies as a push.
 const MAC_CONTEXT: &str = "anycast-push-v1";
@@ -57,6 +61,21 @@ pub struct Push {
     pub seq: u64,
     /// When the agent sent it, in milliseconds since the Unix epoch.
     pub sent_at_ms: u64,
+    /// Requests in the server (being served or queued) at the latest
+    /// reading of its status page, not counting the status request itself;
+    /// not smoothed. Absent when the agent reads no status page, or the last
+    /// read failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u32>,
+    /// How many requests the server serves at once (its workers), from the
+    /// agent's configuration or the status page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+    /// The server's service time in milliseconds: its TUFR when no request
+    /// waits (an average of the measurements that started while the status
+    /// page showed a free worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ms: Option<f64>,
 }
 
 /// Why a push body is unacceptable on its face.
@@ -75,6 +94,15 @@ pub enum PushError {
     /// No group named.
     #[error("a push must name at least one group")]
     NoGroups,
+    /// Requests in flight beyond [`MAX_IN_FLIGHT`].
+    #[error("in_flight {0} is above {MAX_IN_FLIGHT}")]
+    InFlightOutOfRange(u32),
+    /// Workers zero or beyond [`MAX_IN_FLIGHT`].
+    #[error("workers {0} is not in 1..={MAX_IN_FLIGHT}")]
+    WorkersOutOfRange(u32),
+    /// Service time not finite, negative, or beyond [`MAX_TUFR_MS`].
+    #[error("service_ms {0} is not a finite number in 0..={MAX_TUFR_MS}")]
+    ServiceOutOfRange(f64),
 }
 
 impl Push {
@@ -92,6 +120,21 @@ impl Push {
         }
         if push.groups.is_empty() {
             return Err(PushError::NoGroups);
+        }
+        if let Some(n) = push.in_flight
+            && n > MAX_IN_FLIGHT
+        {
+            return Err(PushError::InFlightOutOfRange(n));
+        }
+        if let Some(w) = push.workers
+            && !(1..=MAX_IN_FLIGHT).contains(&w)
+        {
+            return Err(PushError::WorkersOutOfRange(w));
+        }
+        if let Some(s) = push.service_ms
+            && !(s.is_finite() && (0.0..=MAX_TUFR_MS).contains(&s))
+        {
+            return Err(PushError::ServiceOutOfRange(s));
         }
         Ok(push)
     }
@@ -277,6 +320,19 @@ mod tests {
             tufr_ms: Some(12.5),
             seq: 7,
             sent_at_ms: 1_700_000_000_000,
+            in_flight: None,
+            workers: None,
+            service_ms: None,
+        }
+    }
+
+    /// [`push`] with the status page's numbers.
+    fn loaded() -> Push {
+        Push {
+            in_flight: Some(3),
+            workers: Some(8),
+            service_ms: Some(4.25),
+            ..push()
         }
     }
 
@@ -358,6 +414,114 @@ mod tests {
             Push::from_json(extra),
             Err(PushError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn load_fields_round_trip_and_are_left_out_when_absent() {
+        let json = String::from_utf8(loaded().to_json()).unwrap();
+        assert!(
+            json.contains(r#""in_flight":3,"workers":8,"service_ms":4.25"#),
+            "{json}"
+        );
+        assert_eq!(Push::from_json(json.as_bytes()), Ok(loaded()));
+        // Absent: not written at all, so a push without them is the same
+        // bytes as before they existed, and older receivers accept it.
+        let json = String::from_utf8(push().to_json()).unwrap();
+        for field in ["in_flight", "workers", "service_ms"] {
+            assert!(!json.contains(field), "{json}");
+        }
+        let bare =
+            br#"{"server":"a:1","groups":["g"],"state":"up","tufr_ms":1,"seq":1,"sent_at_ms":1}"#;
+        let parsed = Push::from_json(bare).unwrap();
+        assert_eq!(
+            (parsed.in_flight, parsed.workers, parsed.service_ms),
+            (None, None, None)
+        );
+        // Limits included; a down server may still report its queue.
+        let edge = Push {
+            state: ServerState::Down,
+            tufr_ms: None,
+            in_flight: Some(MAX_IN_FLIGHT),
+            workers: Some(MAX_IN_FLIGHT),
+            service_ms: Some(MAX_TUFR_MS),
+            ..push()
+        };
+        assert_eq!(Push::from_json(&edge.to_json()), Ok(edge));
+        let zero = Push {
+            in_flight: Some(0),
+            workers: Some(1),
+            service_ms: Some(0.0),
+            ..push()
+        };
+        assert_eq!(Push::from_json(&zero.to_json()), Ok(zero));
+    }
+
+    #[test]
+    fn load_fields_out_of_range_are_refused() {
+        let check = |p: Push, e: PushError| assert_eq!(Push::from_json(&p.to_json()), Err(e));
+        check(
+            Push {
+                in_flight: Some(MAX_IN_FLIGHT + 1),
+                ..loaded()
+            },
+            PushError::InFlightOutOfRange(MAX_IN_FLIGHT + 1),
+        );
+        check(
+            Push {
+                workers: Some(0),
+                ..loaded()
+            },
+            PushError::WorkersOutOfRange(0),
+        );
+        check(
+            Push {
+                workers: Some(MAX_IN_FLIGHT + 1),
+                ..loaded()
+            },
+            PushError::WorkersOutOfRange(MAX_IN_FLIGHT + 1),
+        );
+        check(
+            Push {
+                service_ms: Some(-0.5),
+                ..loaded()
+            },
+            PushError::ServiceOutOfRange(-0.5),
+        );
+        check(
+            Push {
+                service_ms: Some(MAX_TUFR_MS * 2.0),
+                ..loaded()
+            },
+            PushError::ServiceOutOfRange(MAX_TUFR_MS * 2.0),
+        );
+        // Not numbers JSON can carry, or not of the field's type.
+        for bad in [
+            r#""service_ms":1e999"#,
+            r#""in_flight":-1"#,
+            r#""in_flight":1.5"#,
+            r#""workers":"4""#,
+            r#""in_flight":4294967296"#,
+            r#""service_ms":null,"service_ms":1"#,
+        ] {
+            let body = format!(
+                r#"{{"server":"a:1","groups":["g"],"state":"up","tufr_ms":1,"seq":1,"sent_at_ms":1,{bad}}}"#
+            );
+            assert!(
+                matches!(
+                    Push::from_json(body.as_bytes()),
+                    Err(PushError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        // An explicit null is the same as absent.
+        let null = br#"{"server":"a:1","groups":["g"],"state":"up","tufr_ms":1,"seq":1,"sent_at_ms":1,"in_flight":null}"#;
+        assert_eq!(Push::from_json(null).unwrap().in_flight, None);
+        // The messages say which field and why.
+        assert_eq!(
+            PushError::WorkersOutOfRange(0).to_string(),
+            "workers 0 is not in 1..=1000000"
+        );
     }
 
     #[test]

@@ -9,12 +9,13 @@ use anycast_config_file::{
     ConfigError, HumanDuration, KeySource, Source, Spanned, positive, positive_duration,
     read_secret, spanned,
 };
-use anycast_proto::push::PushKey;
+use anycast_proto::push::{MAX_IN_FLIGHT, PushKey};
 use serde::Deserialize;
 
 use crate::passive::{LogFormat, NginxField, TimeUnit};
 use crate::policy::PushPolicy;
 use crate::smooth::SmoothingConfig;
+use crate::status::StatusFormat;
 
 /// Environment variable read for the key when `[key]` names neither `file`
 /// nor `env`.
@@ -35,6 +36,8 @@ pub struct AgentConfig {
     pub active: Option<ActiveConfig>,
     /// Passive measurement, if enabled.
     pub passive: Option<PassiveConfig>,
+    /// The server's status page (requests in flight), if read.
+    pub status: Option<StatusConfig>,
     /// Smoothing of samples.
     pub smoothing: SmoothingConfig,
     /// Where the probe file goes.
@@ -77,6 +80,21 @@ pub struct PassiveConfig {
     pub format: LogFormat,
     /// How often the log is read.
     pub poll: Duration,
+}
+
+/// The server's status page: requests in flight and workers, read often.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The page's URL (on loopback, beside the server).
+    pub url: String,
+    /// Which server wrote it.
+    pub format: StatusFormat,
+    /// The server's worker count, overriding the page's (nginx's has none).
+    pub workers: Option<u32>,
+    /// Time between reads.
+    pub interval: Duration,
+    /// A read slower than this failed.
+    pub timeout: Duration,
 }
 
 /// Where the probe file is published.
@@ -195,6 +213,37 @@ impl AgentConfig {
                 })
             }
         };
+        let status = match raw.status {
+            None => None,
+            Some(st) => Some(StatusConfig {
+                url: {
+                    if !st.url.get_ref().starts_with("http://") {
+                        return Err(err(
+                            st.url.span(),
+                            "the status page URL must be http://".into(),
+                        ));
+                    }
+                    st.url.into_inner()
+                },
+                format: match st.format {
+                    RawStatusFormat::Nginx => StatusFormat::Nginx,
+                    RawStatusFormat::Apache => StatusFormat::Apache,
+                    RawStatusFormat::PhpFpm => StatusFormat::PhpFpm,
+                },
+                workers: match st.workers {
+                    None => None,
+                    Some(w) if (1..=MAX_IN_FLIGHT).contains(w.get_ref()) => Some(w.into_inner()),
+                    Some(w) => {
+                        return Err(err(
+                            w.span(),
+                            format!("workers must be 1 to {MAX_IN_FLIGHT}"),
+                        ));
+                    }
+                },
+                interval: positive_duration(source, st.interval)?,
+                timeout: positive_duration(source, st.timeout)?,
+            }),
+        };
         if active.is_none() && passive.is_none() {
             return Err(source.error_at(None, "enable [active] or [passive] measurement (or both)"));
         }
@@ -270,6 +319,7 @@ impl AgentConfig {
             key,
             active,
             passive,
+            status,
             smoothing,
             probe_file: ProbeFileConfig {
                 path: raw.probe_file.path,
@@ -292,6 +342,7 @@ struct RawAgent {
     key: Spanned<KeySource>,
     active: Option<RawActive>,
     passive: Option<RawPassive>,
+    status: Option<RawStatus>,
     #[serde(default)]
     smoothing: RawSmoothing,
     #[serde(default)]
@@ -357,6 +408,34 @@ enum RawUnit {
     S,
     Ms,
     Us,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    url: Spanned<String>,
+    format: RawStatusFormat,
+    workers: Option<Spanned<u32>>,
+    #[serde(default = "default_status_interval")]
+    interval: Spanned<HumanDuration>,
+    #[serde(default = "default_status_timeout")]
+    timeout: Spanned<HumanDuration>,
+}
+
+fn default_status_interval() -> Spanned<HumanDuration> {
+    spanned(Duration::from_millis(100).into())
+}
+
+fn default_status_timeout() -> Spanned<HumanDuration> {
+    spanned(Duration::from_secs(1).into())
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawStatusFormat {
+    Nginx,
+    Apache,
+    PhpFpm,
 }
 
 #[derive(Deserialize)]
@@ -473,6 +552,115 @@ url = "http://127.0.0.1:8080/"
         .unwrap_err()
         .to_string();
         assert!(e.contains("agent.toml:11:") && e.contains("format"), "{e}");
+    }
+
+    #[test]
+    fn status_section_with_its_defaults() {
+        let c = parse(BASE).unwrap();
+        assert!(c.status.is_none(), "no status page unless configured");
+        let c = parse(&format!(
+            "{BASE}[status]\nurl = \"http://127.0.0.1:8080/nginx_status\"\nformat = \"nginx\"\nworkers = 16\n"
+        ))
+        .unwrap();
+        let s = c.status.unwrap();
+        assert_eq!(s.url, "http://127.0.0.1:8080/nginx_status");
+        assert_eq!(s.format, StatusFormat::Nginx);
+        assert_eq!(s.workers, Some(16));
+        assert_eq!(s.interval, Duration::from_millis(100));
+        assert_eq!(s.timeout, Duration::from_secs(1));
+        for (name, format) in [
+            ("apache", StatusFormat::Apache),
+            ("php-fpm", StatusFormat::PhpFpm),
+        ] {
+            let c = parse(&format!(
+                "{BASE}[status]\nurl = \"http://127.0.0.1/s\"\nformat = \"{name}\"\ninterval = \"50ms\"\ntimeout = \"300ms\"\n"
+            ))
+            .unwrap();
+            let s = c.status.unwrap();
+            assert_eq!(
+                (s.format, s.workers, s.interval, s.timeout),
+                (
+                    format,
+                    None,
+                    Duration::from_millis(50),
+                    Duration::from_millis(300)
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_example_status_section_parses_once_uncommented() {
+        // configs/agent.toml documents [status] commented out (a server
+        // without a status page is the common case); uncommented, it must
+        // parse and give the documented defaults.
+        let example = include_str!("../../configs/agent.toml");
+        let (before, section) = example
+            .split_once("# [status]\n")
+            .expect("the example documents [status]");
+        let section: String = section
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let text = format!("{before}[status]\n{section}");
+        let c = parse(&text).unwrap();
+        let s = c.status.expect("the section was read");
+        assert_eq!(
+            (s.format, s.workers, s.interval, s.timeout),
+            (
+                StatusFormat::Nginx,
+                Some(16),
+                Duration::from_millis(100),
+                Duration::from_secs(1)
+            )
+        );
+    }
+
+    #[test]
+    fn status_mistakes_name_the_line_and_field() {
+        // BASE starts with an empty line: [status] is line 9.
+        let status = |body: &str| {
+            parse(&format!("{BASE}[status]\n{body}"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = status("url = \"http://127.0.0.1/s\"\nformat = \"lighttpd\"\n");
+        assert!(
+            e.starts_with("agent.toml:11:") && e.contains("field `format` in [status]"),
+            "{e}"
+        );
+        let e = status("url = \"http://127.0.0.1/s\"\nformat = \"nginx\"\nworkers = 0\n");
+        assert!(
+            e.starts_with("agent.toml:12:")
+                && e.contains("field `workers` in [status]")
+                && e.contains("workers must be 1 to 1000000"),
+            "{e}"
+        );
+        let e = status("url = \"http://127.0.0.1/s\"\nformat = \"nginx\"\nworkers = -4\n");
+        assert!(
+            e.starts_with("agent.toml:12:") && e.contains("field `workers` in [status]"),
+            "{e}"
+        );
+        let e = status("url = \"https://127.0.0.1/s\"\nformat = \"nginx\"\n");
+        assert!(
+            e.starts_with("agent.toml:10:") && e.contains("must be http://"),
+            "{e}"
+        );
+        let e = status("url = \"http://127.0.0.1/s\"\nformat = \"nginx\"\ninterval = \"0ms\"\n");
+        assert!(
+            e.starts_with("agent.toml:12:")
+                && e.contains("field `interval` in [status]")
+                && e.contains("longer than zero"),
+            "{e}"
+        );
+        let e = status("url = \"http://127.0.0.1/s\"\nformat = \"nginx\"\ntimout = \"1s\"\n");
+        assert!(
+            e.starts_with("agent.toml:12:") && e.contains("timout"),
+            "{e}"
+        );
+        let e = status("format = \"nginx\"\n");
+        assert!(e.contains("url"), "{e}");
     }
 
     #[test]

@@ -6,16 +6,19 @@
 //! collection"). The data flow:
 //!
 //! ```text
-//! active (timed requests) ─┐                      ┌─► publish (probe file)
-//!                          ├─► Sample ─► smooth ──┤
-//! passive (access log) ────┘         (Reading)    └─► push (one task per resolver)
+//! active (timed requests) ─┐                              ┌─► publish (probe file)
+//! passive (access log) ────┼─► Sample ─► smooth + load ──┤
+//! status (status page) ────┘           (Reading)          └─► push (one task per resolver)
 //! ```
 //!
 //! * [`config`]: TOML into one typed [`config::AgentConfig`].
 //! * [`active`], [`passive`]: the two ways of measuring.
 //! * [`smooth`]: EWMA in continuous time, outlier clamp, down detection.
+//! * [`load`]: requests in flight and workers beside the TUFR, and the
+//!   service time (pure).
 //! * [`policy`]: when to push (pure).
 //! * [`push`]: signing and sending; [`publish`]: the probe file.
+//! * [`status`]: the server's status page (requests in flight, workers).
 //! * [`join`]: self-registration with the resolvers (optional).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -23,11 +26,13 @@
 pub mod active;
 pub mod config;
 pub mod join;
+pub mod load;
 pub mod passive;
 pub mod policy;
 pub mod publish;
 pub mod push;
 pub mod smooth;
+pub mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +44,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{AgentConfig, PassiveConfig};
+use crate::load::LoadTracker;
 use crate::smooth::{Reading, Smoother};
 
 /// One measurement outcome.
@@ -54,12 +60,14 @@ pub enum Sample {
     Twice(Duration),
     /// The server did not answer the measurement.
     Failed,
+    /// A reading of the server's status page; `None`: the read failed.
+    Status(Option<status::PageReading>),
 }
 
 /// The current reading with its sequence number and time, as published.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Report {
-    /// State and smoothed TUFR.
+    /// State, smoothed TUFR and load.
     pub reading: Reading,
     /// Sequence number of this reading.
     pub seq: u64,
@@ -135,11 +143,32 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         let (tx, stop) = (samples_tx.clone(), measuring.clone());
         tasks.spawn_blocking(move || follow_log(passive, tx, stop));
     }
+    if let Some(status) = config.status.clone() {
+        info!(url = %status.url, format = ?status.format, workers = ?status.workers, "reading the status page");
+        if status.workers.is_none() && status.format == status::StatusFormat::Nginx {
+            info!(
+                "nginx's status page has no worker count: no service time without [status] workers"
+            );
+        }
+        tasks.spawn(
+            status::watch(
+                status,
+                client.clone(),
+                samples_tx.clone(),
+                measuring.clone(),
+            )
+            .instrument(info_span!("status")),
+        );
+    }
     drop(samples_tx);
 
     tasks.spawn(
         smooth_samples(
             Smoother::new(config.smoothing),
+            LoadTracker::new(
+                config.smoothing.time_constant,
+                config.status.as_ref().and_then(|s| s.workers),
+            ),
             samples_rx,
             reports_tx,
             seq.clone(),
@@ -226,9 +255,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     Ok(())
 }
 
-/// Feeds samples to the smoother and publishes each new reading.
+/// Feeds samples to the smoother and the load tracker, and publishes each
+/// new reading.
 async fn smooth_samples(
     mut smoother: Smoother,
+    mut load: LoadTracker,
     mut samples: mpsc::Receiver<Sample>,
     reports: watch::Sender<Option<Report>>,
     seq: SeqClock,
@@ -239,16 +270,27 @@ async fn smooth_samples(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
-            sample = samples.recv() => match sample {
-                None => return,
-                Some(Sample::Tufr(t)) => smoother.sample(t, std::time::Instant::now()),
-                Some(Sample::AtLeast(t)) => smoother.at_least(t, std::time::Instant::now()),
-                Some(Sample::Twice(t)) => smoother.twice(t),
-                Some(Sample::Failed) => smoother.failure(),
-            },
+            sample = samples.recv() => {
+                let now = std::time::Instant::now();
+                match sample {
+                    None => return,
+                    Some(Sample::Tufr(t)) => {
+                        smoother.sample(t, now);
+                        load.measured(t, now);
+                    }
+                    Some(Sample::AtLeast(t)) => smoother.at_least(t, now),
+                    Some(Sample::Twice(t)) => smoother.twice(t),
+                    Some(Sample::Failed) => smoother.failure(),
+                    Some(Sample::Status(page)) => load.status(page, now),
+                }
+            }
         }
         let Some(reading) = smoother.reading(std::time::Instant::now()) else {
             continue;
+        };
+        let reading = Reading {
+            load: load.load(),
+            ..reading
         };
         reports.send_if_modified(|current| {
             if current.is_some_and(|c| c.reading == reading) {

@@ -5,12 +5,18 @@
 //!
 //! * A change is significant when the state changes, or the TUFR moves by
 //!   more than `threshold` (relative to the last pushed value) and by more
-//!   than `floor` (absolute, so tiny values do not push on noise).
+//!   than `floor` (absolute, so tiny values do not push on noise), or the
+//!   requests in flight move by at least a quarter of the workers (at least
+//!   1), or, with no worker count, by at least 1 and 25 % of the last pushed
+//!   value; or they appear or disappear (the status page read, or failed).
+//!   Workers and the service time ride along: they change slowly, and alone
+//!   they push nothing.
 //! * Pushes to one target are at least `min_interval` apart, except news
-//!   that the server got worse (slower by a significant change, or down):
-//!   that goes out once `rise_interval` has passed since the last push.
-//!   Every client a resolver sends meanwhile meets the slower server, while
-//!   a server getting faster loses nothing by being reported a little late.
+//!   that the server got worse (slower by a significant change, down, or
+//!   more requests in flight by a significant change): that goes out once
+//!   `rise_interval` has passed since the last push. Every client a
+//!   resolver sends meanwhile meets the slower server, while a server
+//!   getting faster loses nothing by being reported a little late.
 //! * Without significant change, a heartbeat goes out every `heartbeat`, so
 //!   the resolver can tell silence from stability.
 //! * After a failed push the next attempt waits an exponentially growing,
@@ -69,30 +75,45 @@ impl PushPolicy {
         let Some((pushed, at)) = state.last_pushed else {
             return now;
         };
-        if self.significant(&pushed, reading) {
-            let gap = if worse(&pushed, reading) {
-                self.rise_interval.min(self.min_interval)
-            } else {
-                self.min_interval
-            };
-            (at + gap).max(now)
-        } else {
-            at + self.heartbeat
-        }
+        let gap = match self.change(&pushed, reading) {
+            Change::Same => return at + self.heartbeat,
+            Change::Significant => self.min_interval,
+            Change::Worse => self.rise_interval.min(self.min_interval),
+        };
+        (at + gap).max(now)
     }
 
     /// Whether `now` differs enough from what was pushed to warrant a push.
     pub fn significant(&self, pushed: &Reading, now: &Reading) -> bool {
-        if pushed.state != now.state {
-            return true;
-        }
+        self.change(pushed, now) != Change::Same
+    }
+
+    /// How `now` differs from what was pushed: the larger of what its state
+    /// and TUFR say and what its requests in flight say.
+    fn change(&self, pushed: &Reading, now: &Reading) -> Change {
+        self.tufr_change(pushed, now)
+            .max(in_flight_change(pushed, now))
+    }
+
+    fn tufr_change(&self, pushed: &Reading, now: &Reading) -> Change {
         match (pushed.tufr_ms, now.tufr_ms) {
             (Some(old), Some(new)) => {
                 let delta = (new - old).abs();
-                delta > self.floor.as_secs_f64() * 1000.0 && delta > self.threshold * old
+                let significant =
+                    delta > self.floor.as_secs_f64() * 1000.0 && delta > self.threshold * old;
+                match (significant, new > old) {
+                    (false, _) if pushed.state == now.state => Change::Same,
+                    (false, _) | (true, false) => Change::Significant,
+                    (true, true) => Change::Worse,
+                }
             }
-            (None, None) => false,
-            _ => true,
+            // Down (or draining) after up.
+            (Some(_), None) => Change::Worse,
+            // Up again after down.
+            (None, Some(_)) => Change::Significant,
+            // Draining after down, say.
+            (None, None) if pushed.state != now.state => Change::Significant,
+            (None, None) => Change::Same,
         }
     }
 
@@ -121,19 +142,46 @@ impl PushPolicy {
     }
 }
 
-/// Whether `now` reports a worse server than `pushed`: down (or draining)
-/// after up, or a larger TUFR. Only asked of significant changes.
-fn worse(pushed: &Reading, now: &Reading) -> bool {
-    match (pushed.tufr_ms, now.tufr_ms) {
-        (Some(old), Some(new)) => new > old,
-        (Some(_), None) => true,
-        (None, _) => false,
+/// How a reading differs from the one pushed, in increasing urgency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    /// Not enough to push before the heartbeat.
+    Same,
+    /// Worth a push, within `min_interval`.
+    Significant,
+    /// The server got worse: worth a push within `rise_interval`.
+    Worse,
+}
+
+/// What the requests in flight say: a move by at least a quarter of the
+/// workers (at least 1), or without a worker count by at least 1 and 25 % of
+/// the last pushed value, is significant, and a rise is worse. A queue moves
+/// in whole requests, so with few workers every one counts; with many, a
+/// quarter of them is what changes a prediction.
+fn in_flight_change(pushed: &Reading, now: &Reading) -> Change {
+    match (pushed.load.in_flight, now.load.in_flight) {
+        (Some(old), Some(new)) => {
+            let moved = old.abs_diff(new);
+            let significant = match now.load.workers.or(pushed.load.workers) {
+                Some(workers) => moved >= (workers / 4).max(1),
+                None => moved >= 1 && f64::from(moved) >= 0.25 * f64::from(old),
+            };
+            match (significant, new > old) {
+                (false, _) => Change::Same,
+                (true, false) => Change::Significant,
+                (true, true) => Change::Worse,
+            }
+        }
+        (None, None) => Change::Same,
+        // The status page read again, or failed: no news of a queue.
+        _ => Change::Significant,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::Load;
     use anycast_proto::push::ServerState;
 
     const S: Duration = Duration::from_secs(1);
@@ -142,6 +190,7 @@ mod tests {
         Reading {
             state: ServerState::Up,
             tufr_ms: Some(ms),
+            load: Load::default(),
         }
     }
 
@@ -149,6 +198,19 @@ mod tests {
         Reading {
             state: ServerState::Down,
             tufr_ms: None,
+            load: Load::default(),
+        }
+    }
+
+    /// Up at 10 ms with `in_flight` requests of `workers`.
+    fn queue(in_flight: Option<u32>, workers: Option<u32>) -> Reading {
+        Reading {
+            load: Load {
+                in_flight,
+                workers,
+                service_ms: None,
+            },
+            ..up(10.0)
         }
     }
 
@@ -208,6 +270,138 @@ mod tests {
         };
         p.pushed(&mut st, up(10.0), t0);
         assert_eq!(slow.due(&st, &up(50.0), soon), t0 + slow.min_interval);
+    }
+
+    #[test]
+    fn in_flight_moving_by_a_quarter_of_the_workers_is_significant() {
+        let p = PushPolicy::default();
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_millis(100);
+        let mut st = TargetState::default();
+        // 16 workers: a step of 4.
+        p.pushed(&mut st, queue(Some(8), Some(16)), t0);
+        assert_eq!(
+            p.due(&st, &queue(Some(11), Some(16)), soon),
+            t0 + p.heartbeat
+        );
+        assert_eq!(
+            p.due(&st, &queue(Some(5), Some(16)), soon),
+            t0 + p.heartbeat
+        );
+        // A rise is worse news: after rise_interval; a fall after min_interval.
+        assert_eq!(
+            p.due(&st, &queue(Some(12), Some(16)), soon),
+            t0 + p.rise_interval
+        );
+        assert_eq!(
+            p.due(&st, &queue(Some(4), Some(16)), soon),
+            t0 + p.min_interval
+        );
+        // Few workers: every request counts (a step of at least 1).
+        p.pushed(&mut st, queue(Some(0), Some(3)), t0);
+        assert_eq!(p.due(&st, &queue(Some(0), Some(3)), soon), t0 + p.heartbeat);
+        assert_eq!(
+            p.due(&st, &queue(Some(1), Some(3)), soon),
+            t0 + p.rise_interval
+        );
+        // The worker count of the new reading decides, else the pushed one's.
+        p.pushed(&mut st, queue(Some(8), None), t0);
+        assert_eq!(
+            p.due(&st, &queue(Some(9), Some(4)), soon),
+            t0 + p.rise_interval
+        );
+        p.pushed(&mut st, queue(Some(8), Some(40)), t0);
+        assert_eq!(p.due(&st, &queue(Some(17), None), soon), t0 + p.heartbeat);
+        assert_eq!(
+            p.due(&st, &queue(Some(18), None), soon),
+            t0 + p.rise_interval
+        );
+        // Workers alone push nothing.
+        p.pushed(&mut st, queue(Some(8), Some(16)), t0);
+        assert_eq!(
+            p.due(&st, &queue(Some(8), Some(64)), soon),
+            t0 + p.heartbeat
+        );
+    }
+
+    #[test]
+    fn without_workers_in_flight_must_move_by_one_and_a_quarter() {
+        let p = PushPolicy::default();
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_millis(100);
+        let mut st = TargetState::default();
+        p.pushed(&mut st, queue(Some(20), None), t0);
+        assert_eq!(p.due(&st, &queue(Some(24), None), soon), t0 + p.heartbeat);
+        assert_eq!(
+            p.due(&st, &queue(Some(25), None), soon),
+            t0 + p.rise_interval
+        );
+        assert_eq!(p.due(&st, &queue(Some(16), None), soon), t0 + p.heartbeat);
+        assert_eq!(
+            p.due(&st, &queue(Some(15), None), soon),
+            t0 + p.min_interval
+        );
+        // From an idle server, the first request is news.
+        p.pushed(&mut st, queue(Some(0), None), t0);
+        assert_eq!(
+            p.due(&st, &queue(Some(1), None), soon),
+            t0 + p.rise_interval
+        );
+        p.pushed(&mut st, queue(Some(1), None), t0);
+        assert_eq!(p.due(&st, &queue(Some(0), None), soon), t0 + p.min_interval);
+    }
+
+    #[test]
+    fn the_status_page_appearing_or_failing_is_significant_not_worse() {
+        let p = PushPolicy::default();
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_millis(100);
+        let mut st = TargetState::default();
+        p.pushed(&mut st, queue(Some(3), Some(4)), t0);
+        assert_eq!(p.due(&st, &queue(None, Some(4)), soon), t0 + p.min_interval);
+        p.pushed(&mut st, queue(None, Some(4)), t0);
+        assert_eq!(
+            p.due(&st, &queue(Some(3), Some(4)), soon),
+            t0 + p.min_interval
+        );
+        assert_eq!(p.due(&st, &queue(None, None), soon), t0 + p.heartbeat);
+    }
+
+    #[test]
+    fn the_more_urgent_of_tufr_and_in_flight_decides() {
+        let p = PushPolicy::default();
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_millis(100);
+        let mut st = TargetState::default();
+        p.pushed(&mut st, queue(Some(2), Some(4)), t0);
+        // Faster, but more requests waiting: worse.
+        let faster_but_queued = Reading {
+            tufr_ms: Some(5.0),
+            ..queue(Some(3), Some(4))
+        };
+        assert_eq!(p.due(&st, &faster_but_queued, soon), t0 + p.rise_interval);
+        // Slower (significantly), with fewer waiting: worse.
+        let slower = Reading {
+            tufr_ms: Some(20.0),
+            ..queue(Some(1), Some(4))
+        };
+        assert_eq!(p.due(&st, &slower, soon), t0 + p.rise_interval);
+        // A little slower (not significant) with fewer waiting: only the
+        // fall counts, which is not worse.
+        let fewer = Reading {
+            tufr_ms: Some(10.5),
+            ..queue(Some(1), Some(4))
+        };
+        assert_eq!(p.due(&st, &fewer, soon), t0 + p.min_interval);
+        // The service time alone pushes nothing.
+        let service = Reading {
+            load: Load {
+                service_ms: Some(50.0),
+                ..queue(Some(2), Some(4)).load
+            },
+            ..queue(Some(2), Some(4))
+        };
+        assert_eq!(p.due(&st, &service, soon), t0 + p.heartbeat);
     }
 
     #[test]

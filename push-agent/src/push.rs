@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::load::Load;
 use crate::policy::{PushPolicy, TargetState};
 use crate::smooth::Reading;
 use crate::{Report, SeqClock};
@@ -48,6 +49,9 @@ impl Pusher {
             tufr_ms: reading.tufr_ms,
             seq,
             sent_at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            in_flight: reading.load.in_flight,
+            workers: reading.load.workers,
+            service_ms: reading.load.service_ms,
         };
         let body = push.to_json();
         let signature = self.key.sign(seq, now.as_secs(), &body);
@@ -105,7 +109,13 @@ impl Pusher {
                         info!(%url, "pushes reach the resolver again");
                         failing = false;
                     }
-                    debug!(%url, state = ?reading.state, tufr_ms = ?reading.tufr_ms, "pushed");
+                    debug!(
+                        %url,
+                        state = ?reading.state,
+                        tufr_ms = ?reading.tufr_ms,
+                        in_flight = ?reading.load.in_flight,
+                        "pushed"
+                    );
                     policy.pushed(&mut state, reading, Instant::now().into_std());
                 }
                 Err(error) => {
@@ -128,6 +138,7 @@ impl Pusher {
         let draining = Reading {
             state: ServerState::Draining,
             tufr_ms: None,
+            load: Load::default(),
         };
         let mut sends = tokio::task::JoinSet::new();
         for url in urls {

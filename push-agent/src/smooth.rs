@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use anycast_proto::push::ServerState;
 
+use crate::load::Load;
+
 /// Smoothing parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SmoothingConfig {
@@ -73,6 +75,9 @@ pub struct Reading {
     pub state: ServerState,
     /// Smoothed TUFR in milliseconds when up.
     pub tufr_ms: Option<f64>,
+    /// Requests in flight, workers and service time, when known (the
+    /// smoother leaves it empty: [`crate::load`] fills it in).
+    pub load: Load,
 }
 
 /// The smoother's state.
@@ -217,6 +222,7 @@ impl Smoother {
         let down = Reading {
             state: ServerState::Down,
             tufr_ms: None,
+            load: Load::default(),
         };
         if self.failures >= self.config.down_after {
             return Some(down);
@@ -228,6 +234,7 @@ impl Smoother {
         self.published().map(|t| Reading {
             state: ServerState::Up,
             tufr_ms: Some(t),
+            load: Load::default(),
         })
     }
 }
@@ -453,7 +460,8 @@ mod tests {
             s.reading(t0),
             Some(Reading {
                 state: ServerState::Down,
-                tufr_ms: None
+                tufr_ms: None,
+                load: Load::default(),
             })
         );
         // Back: a restart, whose first sample is taken as it is (the

@@ -102,6 +102,13 @@ struct AuthorityMember {
 struct AuthorityPush {
     state: ServerState,
     tufr_ms: Option<f64>,
+    /// Absent from an authority that predates them, or when not pushed.
+    #[serde(default)]
+    in_flight: Option<u32>,
+    #[serde(default)]
+    workers: Option<u32>,
+    #[serde(default)]
+    service_ms: Option<f64>,
     age_s: f64,
     seq: u64,
 }
@@ -323,6 +330,9 @@ impl Authorities {
                     MemberPush {
                         state: p.state,
                         tufr_ms: p.tufr_ms,
+                        in_flight: p.in_flight,
+                        workers: p.workers,
+                        service_ms: p.service_ms,
                         seq: p.seq,
                         received: now.checked_sub(age).unwrap_or(now),
                     },
@@ -383,5 +393,37 @@ fn known(f: &Fetched) -> Known {
         Known::Group
     } else {
         Known::NoGroup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::PushView;
+
+    #[test]
+    fn a_local_resolver_reads_the_load_the_authority_shows() {
+        let shown = PushView {
+            state: ServerState::Up,
+            tufr_ms: Some(12.25),
+            in_flight: Some(6),
+            workers: Some(4),
+            service_ms: Some(11.5),
+            age_s: 0.5,
+            seq: 7,
+        };
+        let read: AuthorityPush =
+            serde_json::from_value(serde_json::to_value(shown).unwrap()).unwrap();
+        assert_eq!(
+            (read.in_flight, read.workers, read.service_ms, read.seq),
+            (Some(6), Some(4), Some(11.5), 7)
+        );
+        // An authority without them (older, or no status page) still reads.
+        let read: AuthorityPush =
+            serde_json::from_str(r#"{"state":"down","tufr_ms":null,"age_s":1.0,"seq":8}"#).unwrap();
+        assert_eq!(
+            (read.state, read.in_flight, read.workers, read.service_ms),
+            (ServerState::Down, None, None, None)
+        );
     }
 }

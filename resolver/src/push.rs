@@ -128,6 +128,13 @@ pub struct MemberPush {
     pub state: ServerState,
     /// Smoothed TUFR in milliseconds, when up.
     pub tufr_ms: Option<f64>,
+    /// Requests in the server (served or queued) at the agent's latest
+    /// reading of its status page, when the agent reads one.
+    pub in_flight: Option<u32>,
+    /// Requests the server serves at once, when known.
+    pub workers: Option<u32>,
+    /// The server's service time (TUFR with no queue), milliseconds.
+    pub service_ms: Option<f64>,
     /// The push's sequence number.
     pub seq: u64,
     /// When we accepted it (our monotonic clock), for its age.
@@ -329,6 +336,9 @@ impl PushBoard {
         let record = MemberPush {
             state: push.state,
             tufr_ms: push.tufr_ms,
+            in_flight: push.in_flight,
+            workers: push.workers,
+            service_ms: push.service_ms,
             seq: push.seq,
             received: now,
         };
@@ -430,6 +440,9 @@ mod tests {
             tufr_ms: Some(4.0),
             seq,
             sent_at_ms: NOW_UNIX * 1000,
+            in_flight: None,
+            workers: None,
+            service_ms: None,
         }
     }
 
@@ -496,7 +509,49 @@ mod tests {
             .latest(&group(), "127.0.1.1:8080".parse().unwrap())
             .unwrap();
         assert_eq!((latest.seq, latest.tufr_ms), (10, Some(4.0)));
+        assert_eq!(
+            (latest.in_flight, latest.workers, latest.service_ms),
+            (None, None, None)
+        );
         assert_eq!(b.accepted(), 1);
+    }
+
+    #[test]
+    fn the_load_of_a_push_is_kept_and_replaced_by_the_next() {
+        let b = board();
+        let member = "127.0.1.1:8080".parse().unwrap();
+        let loaded = Push {
+            in_flight: Some(6),
+            workers: Some(4),
+            service_ms: Some(11.5),
+            ..push(10)
+        };
+        let (sig, body) = signed(&loaded);
+        b.receive(Some(&sig), &body, &directory(), Instant::now(), NOW_UNIX)
+            .unwrap();
+        let latest = b.latest(&group(), member).unwrap();
+        assert_eq!(
+            (latest.in_flight, latest.workers, latest.service_ms),
+            (Some(6), Some(4), Some(11.5))
+        );
+        // The latest push says it all: a push without them (the status page
+        // failed) clears them.
+        let (sig, body) = signed(&push(11));
+        b.receive(Some(&sig), &body, &directory(), Instant::now(), NOW_UNIX)
+            .unwrap();
+        let latest = b.latest(&group(), member).unwrap();
+        assert_eq!(
+            (latest.in_flight, latest.workers, latest.service_ms),
+            (None, None, None)
+        );
+        // Out of range: refused as malformed, nothing changes.
+        let bad = Push {
+            workers: Some(0),
+            ..push(12)
+        };
+        let (sig, body) = signed(&bad);
+        assert_eq!(reject(&b, Some(&sig), &body), Rejection::Malformed);
+        assert_eq!(b.latest(&group(), member).unwrap().seq, 11);
     }
 
     #[test]

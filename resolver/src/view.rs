@@ -85,6 +85,16 @@ pub struct PushView {
     pub state: ServerState,
     /// Smoothed TUFR in milliseconds, when up.
     pub tufr_ms: Option<f64>,
+    /// Requests in the server at the agent's latest status reading, when
+    /// pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u32>,
+    /// Requests the server serves at once, when pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+    /// The server's service time in milliseconds, when pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_ms: Option<f64>,
     /// Seconds since it was accepted.
     pub age_s: f64,
     /// Its sequence number.
@@ -170,6 +180,9 @@ impl GroupView {
                         .map(|p| PushView {
                             state: p.state,
                             tufr_ms: p.tufr_ms,
+                            in_flight: p.in_flight,
+                            workers: p.workers,
+                            service_ms: p.service_ms,
                             age_s: now.saturating_duration_since(p.received).as_secs_f64(),
                             seq: p.seq,
                         }),
@@ -215,9 +228,10 @@ impl GroupView {
             let push = match &m.push {
                 None => "push=none".to_owned(),
                 Some(p) => format!(
-                    "push={} tufr_ms={} age_s={:.1}",
+                    "push={} tufr_ms={}{} age_s={:.1}",
                     state_label(p.state),
                     ms(p.tufr_ms),
+                    load_words(p),
                     p.age_s
                 ),
             };
@@ -242,6 +256,21 @@ impl GroupView {
         }
         lines
     }
+}
+
+/// ` in_flight=N workers=W service_ms=S`, each only when pushed.
+fn load_words(push: &PushView) -> String {
+    let mut words = String::new();
+    if let Some(n) = push.in_flight {
+        words.push_str(&format!(" in_flight={n}"));
+    }
+    if let Some(w) = push.workers {
+        words.push_str(&format!(" workers={w}"));
+    }
+    if let Some(s) = push.service_ms {
+        words.push_str(&format!(" service_ms={s:.1}"));
+    }
+    words
 }
 
 fn health_label(health: Health) -> &'static str {
@@ -273,4 +302,43 @@ fn describe(metric: Metric) -> &'static str {
 
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(in_flight: Option<u32>, workers: Option<u32>, service_ms: Option<f64>) -> PushView {
+        PushView {
+            state: ServerState::Up,
+            tufr_ms: Some(12.25),
+            in_flight,
+            workers,
+            service_ms,
+            age_s: 0.5,
+            seq: 7,
+        }
+    }
+
+    #[test]
+    fn the_load_of_a_push_shows_only_when_pushed() {
+        let json = serde_json::to_value(push(Some(6), Some(4), Some(11.5))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "up", "tufr_ms": 12.25, "in_flight": 6, "workers": 4,
+                "service_ms": 11.5, "age_s": 0.5, "seq": 7})
+        );
+        assert_eq!(
+            load_words(&push(Some(6), Some(4), Some(11.5))),
+            " in_flight=6 workers=4 service_ms=11.5"
+        );
+        // Absent: neither in the JSON nor in the TXT line.
+        let json = serde_json::to_value(push(None, None, None)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "up", "tufr_ms": 12.25, "age_s": 0.5, "seq": 7})
+        );
+        assert_eq!(load_words(&push(None, None, None)), "");
+        assert_eq!(load_words(&push(Some(0), None, None)), " in_flight=0");
+    }
 }
