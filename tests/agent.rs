@@ -895,12 +895,11 @@ fn requests_held_at_the_server_show_as_in_flight_and_fall_back() {
     });
     println!("released: in_flight back in the view after {took:?} (bound {BOUND:?}): {after:?}");
     assert!(after.seq > busy.seq);
-    // Held requests never found a worker free: the service time is still
-    // the measurements' (within the same bounds), not the hold's seconds.
-    assert!(
-        after.service_ms.is_some_and(|s| (15.0..=60.0).contains(&s)),
-        "{after:?}"
-    );
+    // The page counts requests, so the service time is Little's law's:
+    // busy worker-time over completed requests. The held requests held
+    // workers for as long as they were held, so they count at that length:
+    // never below the 20 ms every request takes.
+    assert!(after.service_ms.is_some_and(|s| s >= 15.0), "{after:?}");
 }
 
 // ---------------------------------------------------------------------------

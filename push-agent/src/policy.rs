@@ -12,11 +12,14 @@
 //!   Workers and the service time ride along: they change slowly, and alone
 //!   they push nothing.
 //! * Pushes to one target are at least `min_interval` apart, except news
-//!   that the server got worse (slower by a significant change, down, or
-//!   more requests in flight by a significant change): that goes out once
-//!   `rise_interval` has passed since the last push. Every client a
-//!   resolver sends meanwhile meets the slower server, while a server
-//!   getting faster loses nothing by being reported a little late.
+//!   that the server got worse (slower by a significant change, or more
+//!   requests in flight by a significant change): that goes out once
+//!   `rise_interval` has passed since the last push; and alarming news (a
+//!   TUFR at least twice the one pushed, or down: a wedged or dead server,
+//!   an overload's onset) goes out at once, [`URGENT_INTERVAL`] after the
+//!   last push at the soonest. Every client a resolver sends meanwhile
+//!   meets the slower server, while a server getting faster loses nothing
+//!   by being reported a little late.
 //! * Without significant change, a heartbeat goes out every `heartbeat`, so
 //!   the resolver can tell silence from stability.
 //! * After a failed push the next attempt waits an exponentially growing,
@@ -79,6 +82,7 @@ impl PushPolicy {
             Change::Same => return at + self.heartbeat,
             Change::Significant => self.min_interval,
             Change::Worse => self.rise_interval.min(self.min_interval),
+            Change::Alarming => URGENT_INTERVAL.min(self.rise_interval),
         };
         (at + gap).max(now)
     }
@@ -104,11 +108,12 @@ impl PushPolicy {
                 match (significant, new > old) {
                     (false, _) if pushed.state == now.state => Change::Same,
                     (false, _) | (true, false) => Change::Significant,
+                    (true, true) if new >= ALARMING_RISE * old => Change::Alarming,
                     (true, true) => Change::Worse,
                 }
             }
             // Down (or draining) after up.
-            (Some(_), None) => Change::Worse,
+            (Some(_), None) => Change::Alarming,
             // Up again after down.
             (None, Some(_)) => Change::Significant,
             // Draining after down, say.
@@ -151,7 +156,17 @@ enum Change {
     Significant,
     /// The server got worse: worth a push within `rise_interval`.
     Worse,
+    /// The server stopped answering, or its TUFR at least doubled (a
+    /// wedge, an overload's onset): worth a push at once.
+    Alarming,
 }
+
+/// A TUFR this many times the pushed one is alarming.
+const ALARMING_RISE: f64 = 2.0;
+
+/// The least time between two pushes, even of alarming news (a server
+/// that keeps getting worse is reported this often, no more).
+pub const URGENT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What the requests in flight say: a move by at least a quarter of the
 /// workers (at least 1), or without a worker count by at least 1 and 25 % of
@@ -255,9 +270,13 @@ mod tests {
         p.pushed(&mut st, up(10.0), t0);
         let soon = t0 + Duration::from_millis(100);
         // Slower: after rise_interval, not min_interval.
-        assert_eq!(p.due(&st, &up(50.0), soon), t0 + p.rise_interval);
+        assert_eq!(p.due(&st, &up(15.0), soon), t0 + p.rise_interval);
+        // Twice as slow, or down: alarming, at once (but for the least gap
+        // between pushes).
+        assert_eq!(p.due(&st, &up(20.0), soon), soon);
+        assert_eq!(p.due(&st, &up(50.0), t0), t0 + URGENT_INTERVAL);
         let down = down();
-        assert_eq!(p.due(&st, &down, soon), t0 + p.rise_interval);
+        assert_eq!(p.due(&st, &down, soon), soon);
         // Faster: min_interval as before.
         assert_eq!(p.due(&st, &up(5.0), soon), t0 + p.min_interval);
         // Back up from down is not worse.
@@ -269,7 +288,7 @@ mod tests {
             ..p
         };
         p.pushed(&mut st, up(10.0), t0);
-        assert_eq!(slow.due(&st, &up(50.0), soon), t0 + slow.min_interval);
+        assert_eq!(slow.due(&st, &up(15.0), soon), t0 + slow.min_interval);
     }
 
     #[test]
@@ -382,7 +401,7 @@ mod tests {
         assert_eq!(p.due(&st, &faster_but_queued, soon), t0 + p.rise_interval);
         // Slower (significantly), with fewer waiting: worse.
         let slower = Reading {
-            tufr_ms: Some(20.0),
+            tufr_ms: Some(15.0),
             ..queue(Some(1), Some(4))
         };
         assert_eq!(p.due(&st, &slower, soon), t0 + p.rise_interval);

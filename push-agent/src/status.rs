@@ -51,6 +51,10 @@ pub struct PageReading {
     pub in_flight: u32,
     /// Requests served at once, when the page says (never 0).
     pub workers: Option<u32>,
+    /// Requests the server has taken since it started (every status read
+    /// included), when the page says: nginx's `requests`, Apache's `Total
+    /// Accesses`, php-fpm's `accepted conn`.
+    pub requests: Option<u64>,
 }
 
 /// Why a status page could not be read.
@@ -80,8 +84,15 @@ pub fn parse(format: StatusFormat, page: &str) -> Result<PageReading, StatusErro
     }
 }
 
-/// `Reading: a Writing: b Waiting: c`: in flight `b - 1`.
+/// `Reading: a Writing: b Waiting: c`: in flight `b - 1`; the counters'
+/// line (under `server accepts handled requests`): requests.
 fn nginx(page: &str) -> Result<PageReading, StatusError> {
+    let requests = page
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("server accepts"))
+        .nth(1)
+        .and_then(|line| line.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok());
     let writing = page
         .lines()
         .find_map(|line| {
@@ -98,6 +109,7 @@ fn nginx(page: &str) -> Result<PageReading, StatusError> {
     Ok(PageReading {
         in_flight: bounded("Writing", writing.saturating_sub(1))?,
         workers: None,
+        requests,
     })
 }
 
@@ -117,6 +129,7 @@ fn apache(page: &str) -> Result<PageReading, StatusError> {
     Ok(PageReading {
         in_flight: bounded("BusyWorkers", busy.saturating_sub(1))?,
         workers: workers("BusyWorkers + IdleWorkers", busy.saturating_add(idle))?,
+        requests: field("Total Accesses").ok(),
     })
 }
 
@@ -129,6 +142,8 @@ struct PhpFpmStatus {
     active: u64,
     #[serde(rename = "total processes")]
     total: u64,
+    #[serde(rename = "accepted conn")]
+    accepted: Option<u64>,
 }
 
 fn php_fpm(page: &str) -> Result<PageReading, StatusError> {
@@ -141,6 +156,7 @@ fn php_fpm(page: &str) -> Result<PageReading, StatusError> {
     Ok(PageReading {
         in_flight: bounded("active processes - 1 + listen queue", in_flight)?,
         workers: workers("total processes", status.total)?,
+        requests: status.accepted,
     })
 }
 
@@ -163,6 +179,13 @@ fn bounded(field: &'static str, value: u64) -> Result<u32, StatusError> {
 fn workers(field: &'static str, value: u64) -> Result<Option<u32>, StatusError> {
     Ok(Some(bounded(field, value)?).filter(|w| *w > 0))
 }
+
+/// A read this many times slower than usual is overdue.
+const OVERDUE_TIMES: u32 = 4;
+
+/// ... and at least this slow (a read on loopback takes about a
+/// millisecond; scheduling alone can take a few).
+const OVERDUE_FLOOR: Duration = Duration::from_millis(10);
 
 /// Largest status page read (Apache's scoreboard line grows with its
 /// worker slots; a few hundred KiB at the very most).
@@ -212,6 +235,18 @@ impl FailureLog {
 /// Reads the status page every `interval` until `shutdown`, sending each
 /// reading, or `None` for a failed read (which clears `in_flight`; it does
 /// not make the server down: the TUFR measurement decides that).
+///
+/// A read outstanding for [`OVERDUE_TIMES`] its usual time (at least
+/// [`OVERDUE_FLOOR`], at most `interval`) makes the last reading stale
+/// (`None`: requests in flight unknown) and sends its elapsed time as a
+/// lower bound of the TUFR ([`Sample::AtLeast`]), then every `interval`
+/// while it waits: the page is answered by the server itself (nginx's
+/// stub_status by nginx, Apache's and php-fpm's by a worker), so a server
+/// that does not answer it keeps a new request at least as long. A wedged
+/// server is reported within about one `interval`, before the TUFR
+/// measurement in flight shows it. (A bound below the TUFR moves nothing:
+/// a read late by a scheduling hiccup only makes the queue unknown until
+/// the next read.)
 pub async fn watch(
     config: StatusConfig,
     client: reqwest::Client,
@@ -221,17 +256,42 @@ pub async fn watch(
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut log = FailureLog::default();
+    // How long a read usually takes (an EWMA of successful reads).
+    let mut usual: Option<Duration> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            read = read_once(&client, &config) => read,
+        let started = tokio::time::Instant::now();
+        let read = read_once(&client, &config);
+        tokio::pin!(read);
+        let overdue_after = usual
+            .map_or(config.interval, |u| u * OVERDUE_TIMES)
+            .clamp(OVERDUE_FLOOR.min(config.interval), config.interval);
+        let mut overdue = tokio::time::interval_at(started + overdue_after, config.interval);
+        let mut stale = false;
+        let read = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = &mut read => break read,
+                _ = overdue.tick() => {
+                    let mut late = vec![Sample::AtLeast(started.elapsed())];
+                    if !std::mem::replace(&mut stale, true) {
+                        late.insert(0, Sample::Status(None));
+                    }
+                    for sample in late {
+                        if samples.send(sample).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
         };
         let sample = match read {
             Ok(reading) => {
+                let took = started.elapsed();
+                usual = Some(usual.map_or(took, |u| (u * 7 + took) / 8));
                 if log.succeeded() {
                     info!(url = %config.url, "the status page reads again");
                 }
@@ -336,7 +396,8 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
             parse(StatusFormat::Nginx, NGINX),
             Ok(PageReading {
                 in_flight: 178,
-                workers: None
+                workers: None,
+                requests: Some(31070465),
             })
         );
         // An idle server: only the status request is writing.
@@ -353,7 +414,8 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
             parse(StatusFormat::Apache, APACHE),
             Ok(PageReading {
                 in_flight: 6,
-                workers: Some(50)
+                workers: Some(50),
+                requests: Some(4211),
             })
         );
         // Apache 2.2 writes fewer lines; the two that matter are there.
@@ -362,7 +424,8 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
             parse(StatusFormat::Apache, old),
             Ok(PageReading {
                 in_flight: 0,
-                workers: Some(10)
+                workers: Some(10),
+                requests: Some(12),
             })
         );
     }
@@ -373,7 +436,8 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
             parse(StatusFormat::PhpFpm, PHP_FPM),
             Ok(PageReading {
                 in_flight: 6,
-                workers: Some(5)
+                workers: Some(5),
+                requests: Some(3401),
             })
         );
     }
@@ -460,7 +524,8 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
             parse(StatusFormat::PhpFpm, none),
             Ok(PageReading {
                 in_flight: 0,
-                workers: None
+                workers: None,
+                requests: None,
             })
         );
     }
@@ -497,5 +562,51 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
             Some(300),
             "the next says how many failed since"
         );
+    }
+
+    /// A server that accepts the status request and never answers (wedged)
+    /// is reported as slow every interval while the read waits, with the
+    /// time waited so far.
+    #[tokio::test]
+    async fn a_status_page_that_does_not_answer_is_a_growing_lower_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let config = StatusConfig {
+            url: format!("http://{addr}/nginx_status"),
+            format: StatusFormat::Nginx,
+            workers: Some(4),
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(30),
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(watch(config, reqwest::Client::new(), tx, shutdown.clone()));
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a sample within 10 s")
+                .expect("the watcher runs")
+        };
+        // The reading is stale at once, ...
+        assert_eq!(next().await, Sample::Status(None));
+        // ... then each interval raises the bound.
+        let mut bounds = Vec::new();
+        while bounds.len() < 3 {
+            match next().await {
+                Sample::AtLeast(d) => bounds.push(d),
+                other => panic!("only lower bounds from a page that never answers: {other:?}"),
+            }
+        }
+        assert!(bounds[0] >= Duration::from_millis(50), "{bounds:?}");
+        assert!(bounds.windows(2).all(|w| w[1] > w[0]), "{bounds:?}");
+        shutdown.cancel();
+        task.await.unwrap();
+        held.abort();
     }
 }
