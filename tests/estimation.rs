@@ -16,7 +16,7 @@ use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::bed::{
     ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, member_toml,
-    start_agent,
+    start_agent, start_agent_reading_status,
 };
 use anycast_tests::harness::{NO_UPSTREAM, Resolver, query_udp, resolver_head, tally, wait_until};
 use anycast_tests::http;
@@ -61,6 +61,23 @@ struct Bed {
 
 impl Bed {
     fn start(delays: &[(&str, u64)]) -> Bed {
+        Bed::start_with(delays, |m, http| m.start_agent(http))
+    }
+
+    /// [`Bed::start`] with agents that read their server's status page and
+    /// push its requests in flight, each server having `workers` workers.
+    fn start_reading_status(delays: &[(&str, u64)], workers: u32) -> Bed {
+        Bed::start_with(delays, |m, http| {
+            m.agent = Some(start_agent_reading_status(
+                &m.web,
+                m.docroot.path(),
+                http,
+                workers,
+            ));
+        })
+    }
+
+    fn start_with(delays: &[(&str, u64)], agent: impl Fn(&mut Member, SocketAddr)) -> Bed {
         let mut members: Vec<Member> = delays
             .iter()
             .map(|(ip, ms)| Member::start(ip, Duration::from_millis(*ms)))
@@ -69,7 +86,7 @@ impl Bed {
         let resolver = Resolver::start_with(&resolver_toml(&endpoints), &[], &[(KEY_ENV, SECRET)]);
         let http = resolver.http_addr().unwrap();
         for m in &mut members {
-            m.start_agent(http);
+            agent(m, http);
         }
         Bed { resolver, members }
     }
@@ -170,6 +187,54 @@ fn two_close_members_share_the_answers() {
         }
     }
     panic!("answers herded on one member: {last:?} {:#}", bed.view());
+}
+
+/// Issue 17: with an answer per request, every client went to the one best
+/// member until a push said it was loaded. The queue model counts each
+/// answer as a request on its way: once the best member's workers are
+/// taken by what the resolver handed out, the next answers go to the next
+/// best member, before any push.
+///
+/// A answers in 100 ms and B in 300, two workers each, both idle (the
+/// agents' own measurements at most one request in flight): A alone is in
+/// the set (300 > 1.3 x 100), so a resolver that waits for pushes answers
+/// every query with A (`rt_answers_only_from_the_equivalent_set`). Here the
+/// first answers naming A take its workers, each further one adds 50 ms of
+/// waiting (100 ms / 2 workers), and by the fourth or so A and B are level:
+/// of ten answers in a row, B gets some. (The ten queries take a few
+/// milliseconds; a handout stays outstanding for about A's 100 ms, so what
+/// is handed out is still counted at the tenth.)
+#[test]
+fn answers_spill_over_once_the_best_members_workers_are_taken() {
+    let bed = Bed::start_reading_status(&[("127.0.16.1", 100), ("127.0.16.2", 300)], 2);
+    bed.wait_all_estimated(Duration::from_secs(10));
+    let a = bed.members[0].endpoint();
+    let queue_known = |m: &Value| m["push"]["in_flight"].as_u64().is_some_and(|n| n <= 1);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let view = bed.view();
+            in_set(&view) == HashSet::from([a.clone()])
+                && view["members"].as_array().unwrap().iter().all(queue_known)
+        }),
+        "A alone in the set, both queues pushed: {:#}",
+        bed.view()
+    );
+    let answers = bed.answers(&format!("rt.{ADN}"), 10);
+    let (a_ip, b_ip) = (
+        bed.members[0].web.addr().ip(),
+        bed.members[1].web.addr().ip(),
+    );
+    let (to_a, to_b) = (
+        answers.get(&a_ip).copied().unwrap_or(0),
+        answers.get(&b_ip).copied().unwrap_or(0),
+    );
+    println!("figure: of 10 answers in a row, {to_a} named A and {to_b} B");
+    assert!(to_a >= 2, "A, the best, is answered first: {answers:?}");
+    assert!(
+        to_b >= 2,
+        "answers spill over to B once A's workers are taken: {answers:?} {:#}",
+        bed.view()
+    );
 }
 
 #[test]

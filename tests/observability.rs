@@ -86,7 +86,11 @@ struct Bed {
 
 impl Bed {
     /// Web servers on `(ip, delay in ms)` (free ports), the resolver with
-    /// short probe and heartbeat settings, then an agent per member.
+    /// short probe and heartbeat settings, then an agent per member. The
+    /// answers these tests ask for bring no requests to the servers, so the
+    /// group takes the pushed load as it is (`load_model = "pushed"`): the
+    /// queue model would count them as requests on their way, and move the
+    /// set the tests check.
     fn start(delays: &[(&str, u64)]) -> Bed {
         let servers: Vec<(WebServer, tempfile::TempDir)> = delays
             .iter()
@@ -100,7 +104,7 @@ impl Bed {
             .collect();
         let endpoints: Vec<SocketAddr> = servers.iter().map(|(web, _)| web.addr()).collect();
         let group = format!(
-            "probe_interval = \"{}ms\"\nprobe_timeout = \"500ms\"\nheartbeat = \"{}ms\"\nthreshold = 0.3\nslack = \"5ms\"",
+            "probe_interval = \"{}ms\"\nprobe_timeout = \"500ms\"\nheartbeat = \"{}ms\"\nthreshold = 0.3\nslack = \"5ms\"\nload_model = \"pushed\"",
             PROBE_INTERVAL.as_millis(),
             HEARTBEAT.as_millis()
         );

@@ -19,9 +19,7 @@ use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
 use anycast_resolver::groups::Directory;
 use anycast_resolver::membership::Membership;
-use anycast_resolver::observe::AnswerTally;
-use anycast_resolver::probe::ProbeBoard;
-use anycast_resolver::push::PushBoard;
+use anycast_resolver::observe::Observations;
 
 /// The secret of [`push_key`]; also what [`env`] returns for every
 /// `ANYCAST_*` variable a configuration names.
@@ -185,7 +183,8 @@ impl DnsFixture {
             .expect("runtime");
         let membership =
             Membership::new(config.zones.clone(), config.group_specs(), None).expect("membership");
-        let pushes = Arc::new(PushBoard::new(config.push.clone()));
+        let observations = Observations::new(config.push.clone());
+        let pushes = &observations.pushes;
         let directory = membership.directory();
         let now = Instant::now();
         let reports = [
@@ -209,9 +208,7 @@ impl DnsFixture {
             DnsFront::new(
                 &config,
                 membership.subscribe(),
-                pushes,
-                Arc::new(ProbeBoard::new()),
-                Arc::new(AnswerTally::default()),
+                observations.clone(),
                 authorities,
                 forwarder,
             )

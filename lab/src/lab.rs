@@ -49,7 +49,7 @@ use crate::policy::Policy;
 use crate::procs::{Binaries, Daemon, listening_addr};
 use crate::report::{self, Summary};
 use crate::scenario::{ResolverRole, Scenario};
-use crate::server::{AGENT_PATH, Gate, PROBE_PATH, Server};
+use crate::server::{AGENT_PATH, Gate, PROBE_PATH, STATUS_PATH, Server};
 
 /// The environment variable the resolver and the agents read the push key
 /// from (set on their command lines' environment only).
@@ -384,11 +384,25 @@ pub async fn run(
                 && now < end
             {
                 next_view += Duration::from_secs(1);
+                // The servers' true state at the same instant, to hold the
+                // resolver's view against.
+                let truth: Vec<serde_json::Value> = servers
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "server": s.spec.name,
+                            "queue": s.queue(),
+                            "rtt_ms": s.rtt().as_secs_f64() * 1000.0,
+                            "condition": format!("{:?}", s.condition()).to_lowercase(),
+                        })
+                    })
+                    .collect();
                 if let Ok(view) = fetch_view(http, qname).await {
                     let _ = writeln!(
                         views,
-                        "{{\"policy\":\"{policy}\",\"t\":{:.2},\"view\":{view}}}",
-                        (now - start).as_secs_f64()
+                        "{{\"policy\":\"{policy}\",\"t\":{:.2},\"view\":{view},\"truth\":{}}}",
+                        (now - start).as_secs_f64(),
+                        serde_json::Value::Array(truth)
                     );
                 }
             }
@@ -471,7 +485,7 @@ pub async fn run(
         scenario.duration.as_secs_f64(),
     )?;
     let mut table = report::table(&summaries, &names);
-    if let Some(verdict) = report::verdict(&summaries) {
+    if let Some(verdict) = report::verdict(&summaries, scenario.paper) {
         table.push('\n');
         table.push_str(&verdict);
     }
@@ -710,7 +724,7 @@ pub fn resolver_config(
                 group(
                     format!("{}-paper", scenario.service),
                     &scenario.resolver.hybrid,
-                    &[("calibration", s("ratio"))],
+                    &[("calibration", s("ratio")), ("load_model", s("pushed"))],
                 ),
                 // Load-blind, as the classic schemes are: no agent pushes
                 // here, and a probe stuck in a loaded server's queue does
@@ -767,6 +781,20 @@ pub fn agent_config(
             toml::Value::Table(table(&[
                 ("url", s(format!("http://{}{AGENT_PATH}", server.own))),
                 ("interval", millis(Duration::from_millis(200))),
+            ])),
+        ),
+        (
+            // The server's status page, as nginx's stub_status: requests in
+            // flight, pushed beside the TUFR; the workers are the
+            // application's, which an operator knows and nginx does not.
+            "status",
+            toml::Value::Table(table(&[
+                ("url", s(format!("http://{}{STATUS_PATH}", server.own))),
+                ("format", s("nginx")),
+                (
+                    "workers",
+                    toml::Value::Integer(i64::try_from(server.spec.capacity).unwrap_or(i64::MAX)),
+                ),
             ])),
         ),
         (

@@ -334,6 +334,7 @@ async fn command(cmd: Cmd, shutdown: CancellationToken) -> anyhow::Result<()> {
                 results.push(suite::ScenarioResult {
                     name: scenario.name.clone(),
                     summaries: outcome.summaries,
+                    paper: scenario.paper,
                 });
             }
             let table = suite::table(&results);

@@ -69,6 +69,9 @@ pub struct Scenario {
     pub agent: toml::Table,
     /// The resolvers the clients share.
     pub resolvers: Resolvers,
+    /// This is the paper's setting: hybrid and default are judged against
+    /// the paper's bar (a quarter of random's mean, half of nearest's).
+    pub paper: bool,
 }
 
 /// The anycast resolvers the clients of a run share.
@@ -549,6 +552,7 @@ impl Scenario {
             policies,
             clients,
             servers,
+            paper: raw.paper,
             resolvers: Resolvers {
                 count: {
                     let span = raw.resolver.count.span();
@@ -682,6 +686,8 @@ struct RawScenario {
     #[serde(default = "default_zone")]
     zone: Spanned<String>,
     policies: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    paper: bool,
     clients: RawClients,
     #[serde(rename = "server")]
     servers: Spanned<Vec<RawServer>>,

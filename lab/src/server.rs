@@ -141,8 +141,6 @@ struct Generation {
     rng: Mutex<StdRng>,
     /// Background arrivals so far.
     background: AtomicU64,
-    /// Requests (and background jobs) that arrived so far.
-    arrived: AtomicU64,
     /// Recent latencies with the requests in flight they arrived at.
     latencies: Mutex<LatencyLog>,
 }
@@ -210,7 +208,6 @@ impl Generation {
             busy: AtomicUsize::new(0),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             background: AtomicU64::new(0),
-            arrived: AtomicU64::new(0),
             latencies: Mutex::new(LatencyLog::default()),
         }
     }
@@ -225,7 +222,6 @@ impl Generation {
     async fn serve(&self, service: Duration) -> bool {
         let arrived = Instant::now();
         let in_flight = self.in_flight();
-        self.arrived.fetch_add(1, Ordering::Relaxed);
         let permit = {
             let _waiting = Counted::new(&self.waiting);
             tokio::select! {
@@ -276,6 +272,10 @@ pub struct Server {
     rtt_us: AtomicU64,
     /// Up, dead or black-holed now.
     condition: watch::Sender<Condition>,
+    /// Requests taken since the lab started, as nginx's `requests` counts
+    /// them: every HTTP request (status reads included) and every
+    /// background arrival.
+    requests: AtomicU64,
 }
 
 impl Server {
@@ -299,6 +299,7 @@ impl Server {
             en_route: AtomicUsize::new(0),
             rtt_us: AtomicU64::new(micros(spec.rtt.initial)),
             condition: watch::Sender::new(Condition::Up),
+            requests: AtomicU64::new(0),
             spec,
         }
     }
@@ -433,6 +434,7 @@ impl Server {
                     continue;
                 }
                 generation.background.fetch_add(1, Ordering::Relaxed);
+                server.requests.fetch_add(1, Ordering::Relaxed);
                 let job = generation.clone();
                 tracker.spawn(async move {
                     job.serve(service).await;
@@ -472,11 +474,11 @@ impl Server {
     }
 
     /// nginx's `stub_status` page: the requests in the server (this one
-    /// included) are `Writing`.
+    /// included) are `Writing`; `requests` counts every request taken.
     fn status_page(&self) -> String {
         let g = self.current();
         let writing = g.in_flight() + 1;
-        let total = g.arrived.load(Ordering::Relaxed) + 1;
+        let total = self.requests.load(Ordering::Relaxed);
         format!(
             "Active connections: {writing} \nserver accepts handled requests\n {total} {total} {total} \nReading: 0 Writing: {writing} Waiting: 0 \n"
         )
@@ -519,6 +521,7 @@ async fn handle(State(server): State<Arc<Server>>, uri: Uri, headers: HeaderMap)
     if headers.contains_key(ORACLE_HEADER) {
         server.oracle_lost();
     }
+    server.requests.fetch_add(1, Ordering::Relaxed);
     match server.condition() {
         Condition::Up => {}
         // A request on a connection opened before the server died.

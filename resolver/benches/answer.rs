@@ -23,9 +23,7 @@ use anycast_resolver::config::Config;
 use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
 use anycast_resolver::membership::Membership;
-use anycast_resolver::observe::{AnswerTally, Observed};
-use anycast_resolver::probe::ProbeBoard;
-use anycast_resolver::push::PushBoard;
+use anycast_resolver::observe::Observations;
 use anycast_resolver::select::{Family, select};
 use anycast_tests::upstream::{Upstream, example_zone};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -76,8 +74,7 @@ fn benches(c: &mut Criterion) {
     let membership =
         Membership::new(config.zones.clone(), config.group_specs(), None).expect("membership");
     let directory = membership.directory();
-    let pushes = Arc::new(PushBoard::new(config.push.clone()));
-    let probes = Arc::new(ProbeBoard::new());
+    let observations = Observations::new(config.push.clone());
     let zones = vec![Zone::new("any.example.net").expect("valid zone")];
 
     c.bench_function("name/parse", |b| {
@@ -86,13 +83,7 @@ fn benches(c: &mut Criterion) {
 
     let name = anycast_proto::name::parse("web.any.example.net", &zones).expect("valid name");
     let group = directory.group(&name).expect("group exists");
-    let answers = Arc::new(AnswerTally::default());
-    let observed = Observed {
-        pushes: &pushes,
-        probes: &probes,
-        answers: &answers,
-        now: std::time::Instant::now(),
-    };
+    let observed = observations.at(std::time::Instant::now());
     for metric in [Metric::Rr, Metric::Random, Metric::Cost, Metric::Rt] {
         c.bench_function(&format!("select/{metric}"), |b| {
             let mut rng = rand::rng();
@@ -111,14 +102,16 @@ fn benches(c: &mut Criterion) {
         let _guard = runtime.enter();
         let forwarder = Forwarder::new(&config.forward).expect("forwarder");
         let membership = Arc::new(membership);
-        let authorities = Authorities::new(membership.clone(), pushes.clone(), forwarder.clone())
-            .expect("authorities");
+        let authorities = Authorities::new(
+            membership.clone(),
+            observations.pushes.clone(),
+            forwarder.clone(),
+        )
+        .expect("authorities");
         DnsFront::new(
             &config,
             membership.subscribe(),
-            pushes.clone(),
-            probes.clone(),
-            answers.clone(),
+            observations.clone(),
             authorities,
             forwarder,
         )

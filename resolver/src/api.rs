@@ -34,9 +34,8 @@ use serde_json::json;
 use crate::admin::{bearer, refused, token_matches};
 use crate::groups::{Member, default_probe_url};
 use crate::membership::{Change, Membership};
-use crate::observe::{AnswerTally, Observed};
-use crate::probe::ProbeBoard;
-use crate::push::{PushBoard, Refused, Rejection};
+use crate::observe::{Observations, Observed};
+use crate::push::{Refused, Rejection};
 use crate::select::{self, Family};
 use crate::telemetry;
 use crate::view::GroupView;
@@ -47,12 +46,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct ApiState {
     /// The groups, as they are now.
     pub membership: Arc<Membership>,
-    /// The latest pushes.
-    pub pushes: Arc<PushBoard>,
-    /// Probe results and estimators.
-    pub probes: Arc<ProbeBoard>,
-    /// Answers per member.
-    pub answers: Arc<AnswerTally>,
+    /// Pushes, probes, answers.
+    pub observations: Observations,
     /// The Prometheus recorder, if metrics are on.
     pub metrics: Option<PrometheusHandle>,
     /// SHA-256 of the token agents present to join a group; `None`: joining
@@ -62,12 +57,7 @@ pub struct ApiState {
 
 impl ApiState {
     fn observed(&self) -> Observed<'_> {
-        Observed {
-            pushes: &self.pushes,
-            probes: &self.probes,
-            answers: &self.answers,
-            now: Instant::now(),
-        }
+        self.observations.at(Instant::now())
     }
 }
 
@@ -105,7 +95,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         );
     };
     let directory = state.membership.directory();
-    telemetry::refresh(&directory, &state.pushes, &state.observed());
+    telemetry::refresh(&directory, &state.observations.pushes, &state.observed());
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -148,7 +138,11 @@ async fn receive_push(State(state): State<ApiState>, request: Request) -> Respon
         .map_or(Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
     // The rate limit first: a flood is refused before its body is read or
     // its signature checked.
-    if let Err(throttled) = state.pushes.admit(source, tokio::time::Instant::now()) {
+    if let Err(throttled) = state
+        .observations
+        .pushes
+        .admit(source, tokio::time::Instant::now())
+    {
         let retry_after = throttled.retry_after.as_secs_f64().ceil().max(1.0);
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -169,7 +163,7 @@ async fn receive_push(State(state): State<ApiState>, request: Request) -> Respon
         .unwrap_or(0);
     // Read one byte past the cap, so "too large" is told apart from "at the cap".
     let result = match axum::body::to_bytes(body, MAX_PUSH_BYTES + 1).await {
-        Err(e) => Err(state.pushes.refuse(
+        Err(e) => Err(state.observations.pushes.refuse(
             Refused {
                 rejection: Rejection::TooLarge,
                 detail: format!("body unreadable or over {MAX_PUSH_BYTES} bytes: {e}"),
@@ -178,7 +172,7 @@ async fn receive_push(State(state): State<ApiState>, request: Request) -> Respon
         )),
         Ok(bytes) => {
             let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-            state.pushes.receive(
+            state.observations.pushes.receive(
                 signature,
                 &bytes,
                 &state.membership.directory(),
@@ -199,12 +193,14 @@ async fn receive_push(State(state): State<ApiState>, request: Request) -> Respon
 
 async fn push_counters(State(state): State<ApiState>) -> Response {
     let rejected: BTreeMap<&str, u64> = state
+        .observations
         .pushes
         .rejected()
         .into_iter()
         .map(|(r, n)| (r.reason(), n))
         .collect();
-    Json(json!({ "accepted": state.pushes.accepted(), "rejected": rejected })).into_response()
+    Json(json!({ "accepted": state.observations.pushes.accepted(), "rejected": rejected }))
+        .into_response()
 }
 
 async fn list_groups(State(state): State<ApiState>) -> Response {

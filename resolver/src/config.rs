@@ -20,7 +20,7 @@ use anycast_proto::{AnycastName, Zone};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::estimate::Calibration;
+use crate::estimate::{Calibration, LoadModel};
 use crate::groups::{AnswerMode, GroupSpec, Member, default_probe_url};
 pub use crate::groups::{LocalZone, ZoneConfig, ZoneRole};
 pub use crate::push::{PushConfig, PushLimit};
@@ -386,6 +386,7 @@ impl Config {
                 fail_after: positive(source, raw.fail_after)?,
                 recover_after: positive(source, raw.recover_after)?,
                 calibration: raw.calibration,
+                load_model: raw.load_model,
                 tufr_floor_ms: raw.tufr_floor.0.as_secs_f64() * 1000.0,
                 heartbeat_ms: ms(positive_duration(source, raw.heartbeat)?),
                 threshold,
@@ -661,6 +662,8 @@ struct RawGroup {
     pick: Pick,
     #[serde(default)]
     calibration: Calibration,
+    #[serde(default)]
+    load_model: LoadModel,
     #[serde(default = "default_tufr_floor")]
     tufr_floor: HumanDuration,
     #[serde(default = "default_heartbeat")]

@@ -31,9 +31,7 @@ use crate::authority::{Authorities, Known};
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::groups::{AnswerMode, Directory, ZoneConfig, ZoneRole};
-use crate::observe::{AnswerTally, Observed};
-use crate::probe::ProbeBoard;
-use crate::push::PushBoard;
+use crate::observe::Observations;
 use crate::select::{self, Family};
 use crate::telemetry;
 use crate::view::GroupView;
@@ -59,9 +57,7 @@ pub enum Transport {
 #[derive(Debug)]
 pub struct DnsFront {
     directory: watch::Receiver<Arc<Directory>>,
-    pushes: Arc<PushBoard>,
-    probes: Arc<ProbeBoard>,
-    answers: Arc<AnswerTally>,
+    observations: Observations,
     authorities: Arc<Authorities>,
     forwarder: Forwarder,
     allow: Vec<IpNet>,
@@ -96,17 +92,13 @@ impl DnsFront {
     pub fn new(
         config: &Config,
         directory: watch::Receiver<Arc<Directory>>,
-        pushes: Arc<PushBoard>,
-        probes: Arc<ProbeBoard>,
-        answers: Arc<AnswerTally>,
+        observations: Observations,
         authorities: Arc<Authorities>,
         forwarder: Forwarder,
     ) -> Self {
         Self {
             directory,
-            pushes,
-            probes,
-            answers,
+            observations,
             authorities,
             forwarder,
             allow: config.forward.allow.clone(),
@@ -281,12 +273,7 @@ impl DnsFront {
             _ => return negative(ResponseCode::NoError),
         };
         let mut rng = rand::rng();
-        let observed = Observed {
-            pushes: &self.pushes,
-            probes: &self.probes,
-            answers: &self.answers,
-            now: Instant::now(),
-        };
+        let observed = self.observations.at(Instant::now());
         let Some(choice) = select::select(group, name.metric(), family, &observed, &mut rng) else {
             return negative(ResponseCode::NoError);
         };
@@ -294,14 +281,16 @@ impl DnsFront {
         let mut reply = Reply::new(meta, ResponseCode::NoError);
         reply.metric = Some(name.metric());
         if qtype != RecordType::TXT {
-            self.answers.record(&group.name, choice.pick.endpoint());
+            self.observations
+                .answered(&group.name, choice.pick.endpoint(), observed.now);
         }
         reply.answers = if qtype == RecordType::TXT {
             GroupView::build(group, name.metric(), Some(&choice.set), &observed)
                 .txt_lines()
                 .into_iter()
                 .map(|line| {
-                    Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(vec![line])))
+                    let strings = character_strings(&line);
+                    Record::from_rdata(qname.clone(), group.ttl, RData::TXT(TXT::new(strings)))
                 })
                 .collect()
         } else {
@@ -479,4 +468,36 @@ fn parse_qname(qname: &Name, zones: &[Zone]) -> Result<AnycastName, NameError> {
         text.extend_from_slice(label);
     }
     name::parse_bytes(&text, zones)
+}
+
+/// `line` as the character-strings of a TXT record: at most 255 bytes each
+/// (RFC 1035), cut at character boundaries. A client shows them one after
+/// the other, so a long line of the view reads whole.
+fn character_strings(line: &str) -> Vec<String> {
+    let mut strings = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(255);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        strings.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    strings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::character_strings;
+
+    #[test]
+    fn long_txt_lines_become_several_character_strings() {
+        assert_eq!(character_strings("short"), ["short"]);
+        let long = "é".repeat(200);
+        let strings = character_strings(&long);
+        assert_eq!(strings.concat(), long);
+        assert!(strings.iter().all(|s| s.len() <= 255), "{strings:?}");
+        assert_eq!(strings.len(), 2);
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anycast_proto::{AnycastName, Zone};
 use serde::{Deserialize, Serialize};
 
-use crate::estimate::{Calibration, EstimatorConfig};
+use crate::estimate::{Calibration, EstimatorConfig, LoadModel};
 use crate::probe::ProbeSettings;
 use crate::select::{Pick, SelectionConfig};
 
@@ -106,6 +106,8 @@ pub struct GroupSpec {
     pub recover_after: u32,
     /// Ratio (the paper's) or affine calibration.
     pub calibration: Calibration,
+    /// The pushed TUFR as it is (the paper's) or the queue model.
+    pub load_model: LoadModel,
     /// TUFR floor in the ratio, milliseconds.
     pub tufr_floor_ms: f64,
     /// The agents' push heartbeat.
@@ -141,6 +143,7 @@ impl Default for GroupSpec {
             fail_after: estimator.fail_after,
             recover_after: estimator.recover_after,
             calibration: estimator.calibration,
+            load_model: estimator.load_model,
             tufr_floor_ms: estimator.tufr_floor_ms,
             heartbeat_ms: 10_000,
             threshold: selection.relative,
@@ -314,6 +317,7 @@ impl Group {
             },
             estimator: EstimatorConfig {
                 calibration: spec.calibration,
+                load_model: spec.load_model,
                 tufr_floor_ms: spec.tufr_floor_ms,
                 push_stale_after: heartbeat * HEARTBEATS_BEFORE_STALE,
                 fail_after: spec.fail_after,

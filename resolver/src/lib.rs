@@ -15,7 +15,9 @@
 //! * [`push`] checks agents' signed load reports and keeps the latest of each
 //!   member; [`probe`] fetches each member's probe file from here.
 //! * [`estimate`] turns pushes and probes into response-time estimates and
-//!   health (pure); [`observe`] combines them for selection.
+//!   health (pure), predicting the queue a new request meets from the
+//!   pushed queue and the [`handout`]s since; [`observe`] combines them for
+//!   selection.
 //! * [`view`] explains a group (TXT and JSON alike); [`telemetry`] exports
 //!   Prometheus metrics; `dashboard.html` is the status page.
 //! * [`api`] is the HTTP API: the push receiver and the group views.
@@ -33,6 +35,7 @@ pub mod dns;
 pub mod estimate;
 pub mod forward;
 pub mod groups;
+pub mod handout;
 pub mod membership;
 pub mod observe;
 pub mod probe;
@@ -57,9 +60,7 @@ use crate::dns::DnsFront;
 use crate::forward::Forwarder;
 use crate::groups::Directory;
 use crate::membership::Membership;
-use crate::observe::AnswerTally;
-use crate::probe::ProbeBoard;
-use crate::push::PushBoard;
+use crate::observe::Observations;
 use crate::server::Listener;
 
 /// How long in-flight answers may take to finish after shutdown is requested.
@@ -185,17 +186,16 @@ pub async fn run(
         config.group_specs(),
         config.admin.as_ref().map(|a| a.state_file.clone()),
     )?);
-    let pushes = Arc::new(PushBoard::new(config.push.clone()));
-    let probes = Arc::new(ProbeBoard::new());
-    let answers = Arc::new(AnswerTally::default());
-    let authorities =
-        authority::Authorities::new(membership.clone(), pushes.clone(), forwarder.clone())?;
+    let observations = Observations::new(config.push.clone());
+    let authorities = authority::Authorities::new(
+        membership.clone(),
+        observations.pushes.clone(),
+        forwarder.clone(),
+    )?;
     let front = Arc::new(DnsFront::new(
         &config,
         membership.subscribe(),
-        pushes.clone(),
-        probes.clone(),
-        answers.clone(),
+        observations.clone(),
         authorities,
         forwarder,
     ));
@@ -224,7 +224,7 @@ pub async fn run(
         push_keys = config.push.keys.len(),
         "anycast resolver starting"
     );
-    if !pushes.has_keys() {
+    if !observations.pushes.has_keys() {
         tracing::warn!("no [[push.key]] configured: every push will be refused");
     }
 
@@ -233,7 +233,7 @@ pub async fn run(
     server::serve(listeners, front, &config.dns, shutdown.clone(), &tasks)?;
     probe::start(
         membership.subscribe(),
-        probes.clone(),
+        observations.probes.clone(),
         config.probe.source,
         shutdown.clone(),
         &tasks,
@@ -263,9 +263,7 @@ pub async fn run(
     tracing::info!("dashboard at http://{http_addr}/ ; metrics at http://{http_addr}/metrics");
     let app = api::router(api::ApiState {
         membership: membership.clone(),
-        pushes,
-        probes,
-        answers,
+        observations,
         metrics,
         join_token: config
             .admin

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::estimate::Calibration;
+use crate::estimate::{Calibration, LoadModel};
 use crate::groups::{
     AnswerMode, Directory, Group, GroupSpec, Member, SpecError, ZoneConfig, ZoneRole,
 };
@@ -67,6 +67,7 @@ pub struct GroupPatch {
     pub fail_after: Option<u32>,
     pub recover_after: Option<u32>,
     pub calibration: Option<Calibration>,
+    pub load_model: Option<LoadModel>,
     pub tufr_floor_ms: Option<f64>,
     pub heartbeat_ms: Option<u64>,
     pub threshold: Option<f64>,
@@ -90,6 +91,7 @@ impl GroupPatch {
             fail_after,
             recover_after,
             calibration,
+            load_model,
             tufr_floor_ms,
             heartbeat_ms,
             threshold,

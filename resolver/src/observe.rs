@@ -1,9 +1,11 @@
 //! What the resolver has observed of each member, pushes and probes
-//! together: the [`Measurements`] that selection and the views read; and how
-//! often it answered with each member ([`AnswerTally`]).
+//! together: the [`Measurements`] that selection and the views read; how
+//! often it answered with each member ([`AnswerTally`]); and the load its
+//! answers are about to bring ([`Handouts`]). [`Observations`] is the one
+//! handle the DNS front, the API and the resolver's tasks share.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anycast_proto::AnycastName;
@@ -12,11 +14,55 @@ use anycast_proto::push::ServerState;
 
 use crate::estimate::{Health, PushedLoad};
 use crate::groups::{Group, Member, PerMember};
+use crate::handout::Handouts;
 use crate::probe::ProbeBoard;
-use crate::push::PushBoard;
+use crate::push::{PushBoard, PushConfig};
 use crate::select::{Measurements, MemberStatus, Unavailable};
 
-/// Pushes and probes as of one instant.
+/// Everything the resolver observes of members, one handle for all who
+/// read or record it.
+#[derive(Debug, Clone)]
+pub struct Observations {
+    /// The latest pushes.
+    pub pushes: Arc<PushBoard>,
+    /// The probe results and estimators.
+    pub probes: Arc<ProbeBoard>,
+    /// How often each member was answered.
+    pub answers: Arc<AnswerTally>,
+    /// The load the resolver's answers are about to bring.
+    pub handouts: Arc<Handouts>,
+}
+
+impl Observations {
+    /// Nothing observed yet; pushes are checked as `push` says.
+    pub fn new(push: PushConfig) -> Observations {
+        Observations {
+            pushes: Arc::new(PushBoard::new(push)),
+            probes: Arc::new(ProbeBoard::new()),
+            answers: Arc::default(),
+            handouts: Arc::default(),
+        }
+    }
+
+    /// What is known of every member at `now`.
+    pub fn at(&self, now: Instant) -> Observed<'_> {
+        Observed {
+            pushes: &self.pushes,
+            probes: &self.probes,
+            answers: &self.answers,
+            handouts: &self.handouts,
+            now,
+        }
+    }
+
+    /// An answer naming `member` of `group` went out at `now`.
+    pub fn answered(&self, group: &AnycastName, member: SocketAddr, now: Instant) {
+        self.answers.record(group, member);
+        self.handouts.hand_out(member, now);
+    }
+}
+
+/// Pushes, probes and handouts as of one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct Observed<'a> {
     /// The latest pushes.
@@ -25,6 +71,8 @@ pub struct Observed<'a> {
     pub probes: &'a ProbeBoard,
     /// How often each member was answered.
     pub answers: &'a AnswerTally,
+    /// The load the resolver's answers are about to bring.
+    pub handouts: &'a Handouts,
     /// The instant the statuses are for.
     pub now: Instant,
 }
@@ -38,6 +86,9 @@ impl Observed<'_> {
                 state: p.state,
                 tufr_ms: p.tufr_ms,
                 received: p.received,
+                in_flight: p.in_flight,
+                workers: p.workers,
+                service_ms: p.service_ms,
             })
     }
 }
@@ -45,8 +96,12 @@ impl Observed<'_> {
 impl Measurements for Observed<'_> {
     fn status(&self, group: &Group, member: &Member) -> MemberStatus {
         let push = self.pushed(group, member);
+        let handed = |trip| {
+            self.handouts
+                .handed(member.endpoint(), push.map(|p| p.received), self.now, trip)
+        };
         let (estimate, health) = self.probes.read(group, member, |e| {
-            (e.estimate(push.as_ref(), self.now), e.health())
+            (e.estimate(push.as_ref(), self.now, handed), e.health())
         });
         let silent_for = push.map(|p| self.now.saturating_duration_since(p.received));
         let unavailable = match push.map(|p| p.state) {

@@ -36,7 +36,8 @@ use crate::groups::{Directory, Group, Member, PerMember};
 pub const MAX_CONCURRENT_PROBES: usize = 64;
 
 /// Delay before re-probing a member whose probe just failed, or that is
-/// down and whose probe just succeeded (on its way back up).
+/// down and whose probe just succeeded (on its way back up), or whose probe
+/// the fit missed by much (a changed path is confirmed within a second).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 
 /// Every member's estimator, fed by the prober.
@@ -65,22 +66,27 @@ impl ProbeBoard {
         )
     }
 
-    /// Records a successful probe of `member`; returns the member's health
-    /// after it.
+    /// Records a successful probe of `member`; returns when to probe it
+    /// next: after `interval`, or sooner to confirm what this probe showed.
     pub fn probe_ok(
         &self,
         group: &Group,
         member: &Member,
         sample: ProbeSample,
         now: Instant,
-    ) -> Health {
+        interval: Duration,
+    ) -> Duration {
         self.with(group, member, |e| {
             let was = e.health();
             e.probe_ok(sample, now);
             if was == Health::Down && e.health() == Health::Up {
                 info!(group = %group.name, member = %member.endpoint(), "member is up again");
             }
-            e.health()
+            if e.health() == Health::Down || e.missing() {
+                RETRY_AFTER_FAILURE
+            } else {
+                interval
+            }
         })
     }
 
@@ -222,12 +228,10 @@ async fn probe_member(
                     tufr_ms: file.tufr_ms,
                 };
                 debug!(rt_ms = sample.rt_ms, tufr_ms = ?sample.tufr_ms, "probed");
-                match board.probe_ok(&group, member, sample, Instant::now()) {
-                    Health::Down => RETRY_AFTER_FAILURE,
-                    Health::Up | Health::Unknown => settings
-                        .interval
-                        .mul_f64(0.9 + 0.2 * rand::rng().random::<f64>()),
-                }
+                let interval = settings
+                    .interval
+                    .mul_f64(0.9 + 0.2 * rand::rng().random::<f64>());
+                board.probe_ok(&group, member, sample, Instant::now(), interval)
             }
             Err(reason) => {
                 debug!(%reason, "probe failed");

@@ -55,6 +55,11 @@ pub enum Pick {
     Uniform,
     /// Likelihood proportional to 1 / estimate (measured metrics only).
     Weighted,
+    /// The member of least value (ties at random; measured metrics only).
+    Least,
+    /// The lesser of two members of the set drawn at random (measured
+    /// metrics only).
+    Two,
 }
 
 /// A group's selection parameters.
@@ -148,6 +153,7 @@ impl Measurements for Unmeasured {
                 path_ms: None,
                 sf: None,
                 fit: None,
+                queue: None,
                 source: crate::estimate::Source::None,
             },
         }
@@ -295,6 +301,16 @@ pub fn select<'g>(
     let pick = match (metric, group.selection.pick, set.basis) {
         (Metric::Rr, _, _) => group.next_rr() % n,
         (_, Pick::Weighted, Basis::Measured { .. }) => weighted(&set.values, rng),
+        (_, Pick::Least, Basis::Measured { .. }) => least(&set.values, rng),
+        (_, Pick::Two, Basis::Measured { .. }) if n > 1 => {
+            let a = rng.random_range(0..n);
+            let b = (a + rng.random_range(1..n)) % n;
+            if value(&set.values, b) < value(&set.values, a) {
+                b
+            } else {
+                a
+            }
+        }
         _ => rng.random_range(0..n),
     };
     // The pick leads the set so a client that takes the first address gets it.
@@ -304,6 +320,24 @@ pub fn select<'g>(
         pick: set.members[0],
         set,
     })
+}
+
+/// A member's value for comparing picks (unmeasured ones last).
+fn value(values: &[Option<f64>], i: usize) -> f64 {
+    values[i].unwrap_or(f64::INFINITY)
+}
+
+/// The index of least value, ties broken at random.
+fn least(values: &[Option<f64>], rng: &mut impl rand::Rng) -> usize {
+    let best = (0..values.len())
+        .map(|i| value(values, i))
+        .fold(f64::INFINITY, f64::min);
+    let ties: Vec<usize> = (0..values.len())
+        .filter(|&i| value(values, i) == best)
+        .collect();
+    ties.get(rng.random_range(0..ties.len().max(1)))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// An index drawn with probability proportional to 1 / value.

@@ -242,8 +242,16 @@ impl GroupView {
                     p.rt_ms, p.age_s, m.probe_failures
                 ),
             };
+            let queue = m.estimate.queue.map_or(String::new(), |q| {
+                format!(
+                    " queue={} since_push={:+.1} server_ms={:.1}",
+                    ms(q.queue),
+                    q.since_push,
+                    q.server_ms
+                )
+            });
             lines.push(format!(
-                "member={} cost={} weight={} in_set={} ({}) {push} {probe} sf={} est_ms={} health={}",
+                "member={} cost={} weight={} in_set={} ({}) {push} {probe} sf={} est_ms={}{queue} health={}",
                 m.endpoint,
                 m.cost,
                 m.weight,

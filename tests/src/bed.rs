@@ -111,7 +111,30 @@ pub fn member_toml(endpoint: SocketAddr) -> String {
 /// An agent for `web` (active measurement every 50 ms, the probe file in
 /// `docroot`), pushing to `resolver_http` with the bed's timing settings.
 pub fn start_agent(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> Agent {
+    Agent::start(
+        &agent_toml(web, docroot, resolver_http),
+        &[(KEY_ENV, SECRET)],
+    )
+}
+
+/// [`start_agent`], the agent also reading `web`'s nginx-style status page
+/// with `workers` workers: it pushes the server's requests in flight.
+pub fn start_agent_reading_status(
+    web: &WebServer,
+    docroot: &Path,
+    resolver_http: SocketAddr,
+    workers: u32,
+) -> Agent {
     let toml = format!(
+        "{}\n[status]\nurl = \"{}\"\nformat = \"nginx\"\nworkers = {workers}\n",
+        agent_toml(web, docroot, resolver_http),
+        web.stub_status_url()
+    );
+    Agent::start(&toml, &[(KEY_ENV, SECRET)])
+}
+
+fn agent_toml(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> String {
+    format!(
         r#"
 server = "{server}"
 groups = ["{ADN}"]
@@ -143,6 +166,5 @@ heartbeat = "{heartbeat}ms"
         probe = docroot.join(PROBE_PATH).display(),
         min_push = MIN_PUSH_INTERVAL.as_millis(),
         heartbeat = HEARTBEAT.as_millis(),
-    );
-    Agent::start(&toml, &[(KEY_ENV, SECRET)])
+    )
 }

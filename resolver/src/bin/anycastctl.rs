@@ -84,7 +84,8 @@ struct Settings {
     /// Absolute width of the equivalent set, in milliseconds.
     #[arg(long)]
     slack_ms: Option<f64>,
-    /// `uniform` or `weighted` (by 1 / estimate).
+    /// `uniform`, `weighted` (by 1 / estimate), `least` (the least
+    /// estimate) or `two` (the lesser of two at random).
     #[arg(long, value_parser = parse_pick)]
     pick: Option<Pick>,
     /// Time between probes of a member, in milliseconds.
@@ -122,7 +123,9 @@ fn parse_pick(s: &str) -> Result<Pick, String> {
     match s {
         "uniform" => Ok(Pick::Uniform),
         "weighted" => Ok(Pick::Weighted),
-        _ => Err("expected `uniform` or `weighted`".into()),
+        "least" => Ok(Pick::Least),
+        "two" => Ok(Pick::Two),
+        _ => Err("expected `uniform`, `weighted`, `least` or `two`".into()),
     }
 }
 
