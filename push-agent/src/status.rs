@@ -239,12 +239,13 @@ impl FailureLog {
 /// A read outstanding for [`OVERDUE_TIMES`] its usual time (at least
 /// [`OVERDUE_FLOOR`], at most `interval`) makes the last reading stale
 /// (`None`: requests in flight unknown) and sends its elapsed time as a
-/// lower bound of the TUFR ([`Sample::AtLeast`]), then every `interval`
-/// while it waits: the page is answered by the server itself (nginx's
-/// stub_status by nginx, Apache's and php-fpm's by a worker), so a server
-/// that does not answer it keeps a new request at least as long. A wedged
-/// server is reported within about one `interval`, before the TUFR
-/// measurement in flight shows it. (A bound below the TUFR moves nothing:
+/// lower bound of the TUFR ([`Sample::AtLeast`]), then again each time the
+/// wait doubles (at most every `interval`): the page is answered by the
+/// server itself (nginx's stub_status by nginx, Apache's and php-fpm's by a
+/// worker), so a server that does not answer it keeps a new request at
+/// least as long. A wedged server's bound reaches twice its TUFR (news the
+/// agent pushes at once) within about twice that TUFR of the read, before
+/// the TUFR measurement in flight shows it. (A bound below the TUFR moves nothing:
 /// a read late by a scheduling hiccup only makes the queue unknown until
 /// the next read.)
 pub async fn watch(
@@ -269,13 +270,15 @@ pub async fn watch(
         let overdue_after = usual
             .map_or(config.interval, |u| u * OVERDUE_TIMES)
             .clamp(OVERDUE_FLOOR.min(config.interval), config.interval);
-        let mut overdue = tokio::time::interval_at(started + overdue_after, config.interval);
+        let mut overdue = started + overdue_after;
         let mut stale = false;
         let read = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 read = &mut read => break read,
-                _ = overdue.tick() => {
+                _ = tokio::time::sleep_until(overdue) => {
+                    let waited = overdue - started;
+                    overdue = started + (waited * 2).min(waited + config.interval);
                     let mut late = vec![Sample::AtLeast(started.elapsed())];
                     if !std::mem::replace(&mut stale, true) {
                         late.insert(0, Sample::Status(None));
@@ -595,7 +598,8 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
         };
         // The reading is stale at once, ...
         assert_eq!(next().await, Sample::Status(None));
-        // ... then each interval raises the bound.
+        // ... then each doubling of the wait (at most an interval) raises
+        // the bound.
         let mut bounds = Vec::new();
         while bounds.len() < 3 {
             match next().await {
