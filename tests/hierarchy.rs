@@ -678,8 +678,14 @@ fn local_answers_names_of_the_remote_zone() {
         "members probed through the local's own path"
     );
 
-    // rt answers come from the local's equivalent set.
+    // rt answers come from the local's equivalent set (at rest: each once
+    // the answers before it have left).
     for _ in 0..20 {
+        assert!(
+            wait_until(Duration::from_secs(5), || view(&local)
+                .is_some_and(|v| http::handouts_left(&v))),
+            "the answers handed out never left"
+        );
         let response = query_udp(local.addr(), RT_NAME, RecordType::A);
         assert_eq!(response.metadata.response_code, ResponseCode::NoError);
         assert!(response.metadata.authoritative, "AA on a zone answer");
@@ -922,6 +928,11 @@ fn two_locals_with_different_paths_pick_different_servers() {
     }
     for (local, near_member) in locals.iter().zip(expected) {
         for _ in 0..20 {
+            assert!(
+                wait_until(Duration::from_secs(5), || view(local)
+                    .is_some_and(|v| http::handouts_left(&v))),
+                "the answers handed out never left"
+            );
             let (rcode, addresses) = ask(local);
             assert_eq!(rcode, ResponseCode::NoError);
             assert_eq!(

@@ -330,7 +330,10 @@ fn known_traffic() -> KnownTraffic {
     // Three members nobody serves: rr needs no measurement, and probes are
     // kept out of the picture (a first probe after an hour at the earliest,
     // and a hundred failures before a member would be taken as down), so
-    // the round robin is over all three, in configuration order.
+    // the round robin is over all three, in configuration order. The
+    // pushed load is taken as it is (`load_model = "pushed"`), so a
+    // member's estimate is exactly its pushed 4 ms, whatever the round
+    // robin's answers have handed it.
     let members: Vec<SocketAddr> = ["127.0.51.1:8081", "127.0.51.2:8082", "127.0.51.3:8083"]
         .iter()
         .map(|m| m.parse().unwrap())
@@ -346,7 +349,7 @@ fn known_traffic() -> KnownTraffic {
     let toml = resolver_toml(
         &members,
         &forward,
-        "probe_interval = \"1h\"\nfail_after = 100",
+        "probe_interval = \"1h\"\nfail_after = 100\nload_model = \"pushed\"",
     );
     let resolver = Resolver::start_with(&toml, &[], &[(KEY_ENV, SECRET)]);
     let dns = resolver.addr();

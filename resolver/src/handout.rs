@@ -136,9 +136,11 @@ impl Handouts {
         trip: Trip,
     ) -> Handed {
         self.with(|members| {
-            let Some(o) = members.get_mut(&member) else {
-                return Handed::default();
-            };
+            // Noted even before the member's first answer: that answer
+            // follows the push, and must not be taken for one before it.
+            let o = members
+                .entry(member)
+                .or_insert_with(|| Outstanding::new(now));
             // Brought up to date with the old constant, decaying with the
             // new one from now on.
             o.level = o.level_at(now);
@@ -204,6 +206,7 @@ mod tests {
         assert!((h.outstanding - 10.0 / std::f64::consts::E).abs() < 1e-9);
         let other = "192.0.2.2:80".parse().unwrap();
         assert_eq!(board.handed(other, None, t0, NEAR), Handed::default());
+        assert_eq!(board.total(other), 0);
         assert_eq!(board.total(member()), 10);
     }
 
@@ -252,5 +255,21 @@ mod tests {
         }
         let h = board.handed(member(), Some(t0), t0, far);
         assert!((h.since_push - 6.0).abs() < 1e-9, "{h:?}");
+    }
+
+    #[test]
+    fn a_members_first_answers_after_a_push_count_as_new_load() {
+        // A push arrived long before the member was ever answered; then a
+        // burst of answers: all of it is load the push did not see.
+        let board = Handouts::default();
+        let t0 = Instant::now();
+        let push = Some(t0);
+        let later = t0 + TAU * 5;
+        for _ in 0..3 {
+            board.handed(member(), push, later, NEAR);
+            board.hand_out(member(), later);
+        }
+        let h = board.handed(member(), push, later, NEAR);
+        assert_eq!((h.outstanding, h.since_push), (3.0, 3.0), "{h:?}");
     }
 }

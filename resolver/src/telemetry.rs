@@ -250,7 +250,7 @@ pub fn refresh(directory: &Directory, pushes: &PushBoard, observed: &Observed<'_
             let values = [
                 (
                     "anycast_member_pushed_tufr_seconds",
-                    ms(status.estimate.load_ms),
+                    ms(observed.pushed(group, member).and_then(|p| p.tufr_ms)),
                 ),
                 (
                     "anycast_member_probe_rt_seconds",

@@ -15,7 +15,7 @@
 //!
 //! Everything waits on conditions with deadlines: nothing sleeps and hopes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -937,6 +937,40 @@ pub fn tally(addr: SocketAddr, name: &str, n: usize) -> HashMap<IpAddr, usize> {
     let mut seen = HashMap::new();
     for _ in 0..n {
         for ip in addresses(addr, name) {
+            *seen.entry(ip).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+/// How often each address appears over `n` answers for `name`, asked all at
+/// once: `n` queries sent back to back on one socket before any answer is
+/// read, so they reach the resolver within a moment however busy the
+/// machine is (a resolver that counts its answers as load on their way
+/// sees them together).
+pub fn tally_burst(addr: SocketAddr, name: &str, n: usize) -> HashMap<IpAddr, usize> {
+    let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
+        .expect("cannot bind a UDP client socket");
+    let mut asked = HashSet::new();
+    for id in 0..n {
+        let mut message = query_message(name, RecordType::A);
+        message.metadata.id = u16::try_from(id).expect("at most 65536 queries");
+        asked.insert(message.metadata.id);
+        socket
+            .send_to(&encode(&message), addr)
+            .expect("cannot send a datagram");
+    }
+    let mut seen = HashMap::new();
+    while !asked.is_empty() {
+        let bytes = receive_from(&socket, addr, ANSWER_TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "{} of {n} queries unanswered by {addr} within {ANSWER_TIMEOUT:?}",
+                asked.len()
+            )
+        });
+        let response = decode(&bytes);
+        assert!(asked.remove(&response.metadata.id), "an answer to no query");
+        for ip in a_records(&response) {
             *seen.entry(ip).or_insert(0) += 1;
         }
     }

@@ -182,6 +182,24 @@ pub fn spec_members(group: &serde_json::Value) -> BTreeMap<String, bool> {
         .collect()
 }
 
+/// Whether the answers a resolver handed out have left every member of a
+/// group as `GET /v1/groups/{adn}` shows it: what it has handed out since
+/// each member's latest push is back to (all but) nothing, so its choice is
+/// the one its estimates make at rest. Answers asked back to back are load
+/// on its way, and rightly spill over from the best member once it is
+/// taken; tests of the choice at rest wait for this before each query.
+pub fn handouts_left(group: &serde_json::Value) -> bool {
+    group["members"]
+        .as_array()
+        .expect("members is an array")
+        .iter()
+        .all(|m| {
+            m["estimate"]["queue"]["since_push"]
+                .as_f64()
+                .is_none_or(|n| n < 0.05)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
