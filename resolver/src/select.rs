@@ -524,6 +524,47 @@ mod tests {
         assert!((2850..=3150).contains(&fast), "{fast}");
     }
 
+    /// How often each of three members (10, 11 and 12 ms: all in the set)
+    /// is the pick over 3000 answers with `pick`.
+    fn picks_of_three(pick: Pick) -> [usize; 3] {
+        let mut g = group(vec![
+            member("10.0.0.1", 0),
+            member("10.0.0.2", 0),
+            member("10.0.0.3", 0),
+        ]);
+        g.selection.pick = pick;
+        g.selection.relative = 10.0;
+        let m = Fixed::default()
+            .rt("10.0.0.1", 10.0)
+            .rt("10.0.0.2", 11.0)
+            .rt("10.0.0.3", 12.0);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            let pick = select(&g, Metric::Rt, Family::V4, &m, &mut rng)
+                .unwrap()
+                .pick;
+            let last = pick.address.to_string().pop().unwrap();
+            counts[last.to_digit(10).unwrap() as usize - 1] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn least_pick_takes_the_best_member_of_the_set() {
+        assert_eq!(picks_of_three(Pick::Least), [3000, 0, 0]);
+    }
+
+    #[test]
+    fn two_choices_take_the_better_of_two_drawn_at_random() {
+        // Of the three pairs, the best member wins two, the middle one one,
+        // the worst none: 2/3, 1/3, 0.
+        let [best, middle, worst] = picks_of_three(Pick::Two);
+        assert_eq!(worst, 0);
+        assert!((1850..=2150).contains(&best), "{best}");
+        assert!((850..=1150).contains(&middle), "{middle}");
+    }
+
     #[test]
     fn unmeasured_metrics_treat_all_as_equivalent() {
         let g = group(vec![member("10.0.0.1", 0), member("10.0.0.2", 0)]);
