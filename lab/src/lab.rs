@@ -720,7 +720,19 @@ pub fn resolver_config(
         (
             "group",
             toml::Value::Array(vec![
-                group(scenario.service.clone(), &scenario.resolver.default, &[]),
+                // The resolvers that share the clients, as an operator who
+                // runs several would say (local ones learn it from the
+                // authority with the rest of the group).
+                group(
+                    scenario.service.clone(),
+                    &scenario.resolver.default,
+                    &[(
+                        "resolvers",
+                        toml::Value::Integer(
+                            i64::try_from(scenario.resolvers.count).unwrap_or(i64::MAX),
+                        ),
+                    )],
+                ),
                 group(
                     format!("{}-paper", scenario.service),
                     &scenario.resolver.hybrid,

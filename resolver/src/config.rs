@@ -387,6 +387,7 @@ impl Config {
                 recover_after: positive(source, raw.recover_after)?,
                 calibration: raw.calibration,
                 load_model: raw.load_model,
+                resolvers: positive(source, raw.resolvers)?,
                 tufr_floor_ms: raw.tufr_floor.0.as_secs_f64() * 1000.0,
                 heartbeat_ms: ms(positive_duration(source, raw.heartbeat)?),
                 threshold,
@@ -664,6 +665,8 @@ struct RawGroup {
     calibration: Calibration,
     #[serde(default)]
     load_model: LoadModel,
+    #[serde(default = "default_resolvers")]
+    resolvers: Spanned<u32>,
     #[serde(default = "default_tufr_floor")]
     tufr_floor: HumanDuration,
     #[serde(default = "default_heartbeat")]
@@ -702,6 +705,10 @@ fn default_tufr_floor() -> HumanDuration {
 
 fn default_heartbeat() -> Spanned<HumanDuration> {
     spanned(Duration::from_millis(GroupSpec::default().heartbeat_ms).into())
+}
+
+fn default_resolvers() -> Spanned<u32> {
+    spanned(GroupSpec::default().resolvers)
 }
 
 fn default_fail_after() -> Spanned<u32> {
@@ -889,6 +896,15 @@ probe = "http://[::1]:80/p.json"
             e.starts_with("test.toml:8:") && e.contains("listed twice"),
             "{e}"
         );
+
+        let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\nresolvers = 0\n");
+        assert!(
+            e.starts_with("test.toml:5:") && e.contains("greater than zero"),
+            "{e}"
+        );
+        let c =
+            parse("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\nresolvers = 4\n").unwrap();
+        assert_eq!(c.groups[0].spec.resolvers, 4);
 
         let e = error(
             "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3.4\"\nweight = 0\n",

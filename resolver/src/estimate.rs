@@ -126,6 +126,10 @@ pub struct EstimatorConfig {
     pub affine_window: usize,
     /// Pushed TUFR as it is, or the queue model.
     pub load_model: LoadModel,
+    /// Resolvers answering the group's clients, this one included: each
+    /// counts its own handouts this many times (the others, seeing the
+    /// same pushes, hand out as many between two of them).
+    pub resolvers: u32,
 }
 
 impl Default for EstimatorConfig {
@@ -139,6 +143,7 @@ impl Default for EstimatorConfig {
             recover_after: 2,
             affine_window: 16,
             load_model: LoadModel::Queue,
+            resolvers: 1,
         }
     }
 }
@@ -484,10 +489,11 @@ impl MemberEstimator {
                 let rt = pushed_rt.or(self.path_ms).or(fresh_tufr).unwrap_or(0.0);
                 let base = self.fit.map_or(0.0, |f| f.base_ms).min(rt);
                 let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1000.0);
-                p.predicted_server_ms(&handed(Trip {
+                let own = handed(Trip {
                     travel: ms(0.75 * base),
                     done: ms(rt - 0.25 * base),
-                }))
+                });
+                p.predicted_server_ms(&own.times(self.config.resolvers))
             }
             _ => None,
         };
@@ -967,6 +973,31 @@ mod queue_tests {
                 since(5.0)
             });
             assert_eq!(est.rt_ms, Some(expected), "{model:?}");
+        }
+    }
+
+    #[test]
+    fn each_of_several_resolvers_counts_its_handouts_for_all_of_them() {
+        // One in the server with four workers: with two handouts of this
+        // resolver alone a worker is still free; as one of three resolvers
+        // that answer alike, six arrive, and a new request waits for four
+        // departures, 5 ms apart.
+        let t0 = Instant::now();
+        let probe = ProbeSample {
+            rt_ms: 50.0,
+            tufr_ms: Some(20.0),
+        };
+        let push = queue(Some(1), Some(4));
+        for (resolvers, server_ms) in [(1, 20.0), (3, 40.0)] {
+            let mut e = MemberEstimator::new(EstimatorConfig {
+                resolvers,
+                ..EstimatorConfig::default()
+            });
+            e.probe_ok(probe, t0);
+            let est = e.estimate(Some(&push), t0, |_| since(2.0));
+            let queue = est.queue.unwrap();
+            assert_eq!(queue.server_ms, server_ms, "{resolvers} resolvers");
+            assert_eq!(queue.since_push, 2.0 * f64::from(resolvers));
         }
     }
 }

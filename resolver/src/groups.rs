@@ -108,6 +108,8 @@ pub struct GroupSpec {
     pub calibration: Calibration,
     /// The pushed TUFR as it is (the paper's) or the queue model.
     pub load_model: LoadModel,
+    /// Resolvers answering the group's clients, this one included.
+    pub resolvers: u32,
     /// TUFR floor in the ratio, milliseconds.
     pub tufr_floor_ms: f64,
     /// The agents' push heartbeat.
@@ -144,6 +146,7 @@ impl Default for GroupSpec {
             recover_after: estimator.recover_after,
             calibration: estimator.calibration,
             load_model: estimator.load_model,
+            resolvers: estimator.resolvers,
             tufr_floor_ms: estimator.tufr_floor_ms,
             heartbeat_ms: 10_000,
             threshold: selection.relative,
@@ -220,6 +223,12 @@ impl GroupSpec {
             "recover_after",
             self.recover_after > 0,
             self.recover_after.to_string(),
+            "> 0",
+        )?;
+        range(
+            "resolvers",
+            self.resolvers > 0,
+            self.resolvers.to_string(),
             "> 0",
         )?;
         range(
@@ -318,6 +327,7 @@ impl Group {
             estimator: EstimatorConfig {
                 calibration: spec.calibration,
                 load_model: spec.load_model,
+                resolvers: spec.resolvers,
                 tufr_floor_ms: spec.tufr_floor_ms,
                 push_stale_after: heartbeat * HEARTBEATS_BEFORE_STALE,
                 fail_after: spec.fail_after,

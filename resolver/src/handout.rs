@@ -102,6 +102,19 @@ pub struct Handed {
     pub total: u64,
 }
 
+impl Handed {
+    /// What `resolvers` resolvers answering alike hand out between two
+    /// pushes: this one's handouts, that many times (its own `total` stays).
+    pub fn times(self, resolvers: u32) -> Handed {
+        let n = f64::from(resolvers);
+        Handed {
+            outstanding: self.outstanding * n,
+            since_push: self.since_push * n,
+            total: self.total,
+        }
+    }
+}
+
 /// Every member's handouts.
 #[derive(Debug, Default)]
 pub struct Handouts {
