@@ -215,7 +215,8 @@ pub struct QueueEstimate {
     /// Requests in the server now, by the model (`None` when the push does
     /// not tell the queue and the workers).
     pub queue: Option<f64>,
-    /// Requests this resolver has added since the push (negative: fewer).
+    /// Requests added since the push by this resolver's handouts (times
+    /// the group's `resolvers`; negative: fewer).
     pub since_push: f64,
     /// The time a request answered now will spend in the server.
     pub server_ms: f64,
