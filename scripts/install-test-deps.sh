@@ -4,7 +4,10 @@
 # shim's memory checks), python3, and headless Chromium with its WebDriver
 # (chromium, chromium-driver: the dashboard's browser test), and unbound and
 # nsd (the differential check of forwarding: NSD is the authority, unbound the
-# reference resolver). Needs root (apt-get); does nothing when everything is
+# reference resolver), and etcd (etcd-server: a real etcd cluster on
+# loopback) with openssl (the certificates of etcd over TLS), and systemd
+# (systemd-analyze checks the unit files), and nginx-light (nginx as the
+# replicated server). Needs root (apt-get); does nothing when everything is
 # present.
 set -euo pipefail
 
@@ -19,6 +22,10 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v unbound >/dev/null 2>&1 || need+=(unbound)
 command -v nsd >/dev/null 2>&1 || need+=(nsd)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

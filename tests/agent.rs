@@ -436,11 +436,14 @@ fn a_slow_measurement_is_confirmed_by_the_next_at_once() {
 
 #[test]
 fn steady_server_pushes_no_more_than_the_heartbeat_allows() {
-    // A steady 50 ms and the default tau of 2 s: measurement noise moves the
-    // estimate far less than the 10 % (5 ms) threshold, so only heartbeats
-    // go out.
+    // A steady 500 ms and the default tau of 2 s: measurement noise moves
+    // the estimate far less than the 10 % (50 ms) threshold, so only
+    // heartbeats go out. (At a steady 50 ms the threshold was 5 ms, which
+    // the scheduling delays of a loaded 2-core machine exceed: CI run 11
+    // saw 5 pushes in 6 s. The server is as steady; the noise is the
+    // machine's.)
     const HEARTBEAT: Duration = Duration::from_secs(2);
-    let web = web_server("127.0.12.1", Duration::from_millis(50));
+    let web = web_server("127.0.12.1", Duration::from_millis(500));
     let (_resolver, api) = start_resolver(&[web.addr()]);
     let _agent = start_agent(&agent_toml(
         web.addr(),

@@ -15,42 +15,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::bed::{
-    ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, member_toml,
+    self, ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, member_toml,
     start_agent, start_agent_reading_status,
 };
-use anycast_tests::harness::{
-    NO_UPSTREAM, Resolver, query_udp, resolver_head, tally, tally_burst, wait_until,
-};
+use anycast_tests::harness::{Resolver, query_udp, tally, tally_burst, wait_until};
 use anycast_tests::http;
 use anycast_tests::web::WebServer;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
+/// The bed's resolver config with `members`, and the estimation settings
+/// the bounds below are derived from.
 fn resolver_toml(members: &[SocketAddr]) -> String {
-    let head = resolver_head(NO_UPSTREAM, "");
-    let mut toml = format!(
-        r#"
-{head}
-[[push.key]]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-[[zone]]
-name = "any.example.net"
-[[group]]
-service = "web"
-probe_interval = "{probe}ms"
-probe_timeout = "500ms"
-heartbeat = "{heartbeat}ms"
-threshold = 0.3
-slack = "5ms"
-"#,
-        probe = PROBE_INTERVAL.as_millis(),
-        heartbeat = HEARTBEAT.as_millis(),
-    );
-    for m in members {
-        toml.push_str(&member_toml(*m));
-    }
-    toml
+    let members: String = members.iter().map(|m| member_toml(*m)).collect();
+    bed::resolver_toml(
+        "probe_timeout = \"500ms\"\nthreshold = 0.3\nslack = \"5ms\"",
+        &members,
+    )
 }
 
 /// The resolver and its members, started in the right order: the members'

@@ -8,7 +8,8 @@
 //! (`GET /v1/groups/<adn>`, revalidated with `If-None-Match`), cache it for
 //! `cache_ttl` with refresh ahead at 75 %, serve it stale for up to
 //! `max_stale` when the authority is unreachable, and probe the members from
-//! their own vantage point.
+//! their own vantage point. One test gives the local two authorities and
+//! kills the first (failover, and back).
 //!
 //! Two small HTTP proxies, std threads only, stand between the processes
 //! where a test must see or shape the traffic:
@@ -197,10 +198,34 @@ fn start_authority(members: &[&Member], admin: Option<&AdminFiles>) -> Resolver 
     Resolver::start_with(&authority_toml(members, admin), &[], &[(KEY_ENV, SECRET)])
 }
 
+/// The authority for `members`, each with its agent pushing to it.
+fn start_authority_with_agents(members: &mut [Member]) -> Resolver {
+    let authority = start_authority(&members.iter().collect::<Vec<_>>(), None);
+    let authority_http = authority.http_addr().unwrap();
+    for m in members {
+        m.start_agent(authority_http);
+    }
+    authority
+}
+
+/// Waits until the authority has a push from every member (a heartbeat,
+/// plus the agents' start).
+fn wait_for_every_push(authority: &Resolver) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            view(authority)
+                .is_some_and(|v| view_members(&v).iter().all(|m| m["push"]["state"] == "up"))
+        }),
+        "the authority never had every push: {:#?}",
+        view(authority)
+    );
+}
+
 /// How a local resolver is set up.
 struct LocalSettings<'a> {
-    /// `authority = ...`; `None`: discovered in DNS.
-    authority: Option<String>,
+    /// `authority = ...` (one URL, or a list of several); empty: discovered
+    /// in DNS.
+    authorities: Vec<String>,
     /// `cache_ttl`, TOML text (`None`: the default).
     cache_ttl: Option<&'a str>,
     /// `max_stale`, TOML text (`None`: the default).
@@ -215,7 +240,7 @@ impl LocalSettings<'_> {
     /// A local learning from the authority at `authority` (`host:port`).
     fn of(authority: SocketAddr) -> Self {
         LocalSettings {
-            authority: Some(format!("http://{authority}")),
+            authorities: vec![format!("http://{authority}")],
             cache_ttl: None,
             max_stale: None,
             upstream: NO_UPSTREAM.to_owned(),
@@ -226,8 +251,10 @@ impl LocalSettings<'_> {
 
 fn local_toml(s: &LocalSettings<'_>) -> String {
     let mut zone = format!("[[zone]]\nname = \"{ZONE}\"\nrole = \"local\"\n");
-    if let Some(url) = &s.authority {
-        zone.push_str(&format!("authority = \"{url}\"\n"));
+    match s.authorities.as_slice() {
+        [] => {}
+        [url] => zone.push_str(&format!("authority = \"{url}\"\n")),
+        urls => zone.push_str(&format!("authority = {urls:?}\n")),
     }
     if let Some(ttl) = s.cache_ttl {
         zone.push_str(&format!("cache_ttl = \"{ttl}\"\n"));
@@ -353,7 +380,9 @@ struct Seen {
 #[derive(Debug)]
 enum Route {
     /// Every request to this address (origin-form targets): a reverse proxy.
-    Reverse(SocketAddr),
+    /// The test may point it at another upstream (an authority started
+    /// again behind the same URL).
+    Reverse(Mutex<SocketAddr>),
     /// To the absolute-form target's address, after the delay given for its
     /// IP (none if absent): a forward proxy with a path delay per member.
     Forward(HashMap<IpAddr, Duration>),
@@ -388,7 +417,7 @@ struct HttpProxy {
 impl HttpProxy {
     /// A reverse proxy on 127.0.0.1 in front of `upstream`.
     fn reverse(upstream: SocketAddr) -> HttpProxy {
-        HttpProxy::start("127.0.0.1", Route::Reverse(upstream))
+        HttpProxy::start("127.0.0.1", Route::Reverse(Mutex::new(upstream)))
     }
 
     /// A forward proxy on 127.0.0.1 delaying requests to each IP of `delays`.
@@ -436,6 +465,14 @@ impl HttpProxy {
     /// From now on, the upstream behaves as `mode` (`UPSTREAM_*`).
     fn set_upstream(&self, mode: u8) {
         self.shared.upstream.store(mode, Ordering::SeqCst);
+    }
+
+    /// From now on, a reverse proxy forwards to `upstream`.
+    fn set_reverse_upstream(&self, upstream: SocketAddr) {
+        match &self.shared.route {
+            Route::Reverse(to) => *to.lock().unwrap_or_else(|p| p.into_inner()) = upstream,
+            Route::Forward(_) => panic!("not a reverse proxy"),
+        }
     }
 
     /// Every request carried so far, in the order answered.
@@ -526,7 +563,11 @@ fn proxy_one(client: TcpStream, shared: &ProxyShared) -> io::Result<()> {
         _ => {}
     }
     let (upstream, delay, path) = match &shared.route {
-        Route::Reverse(upstream) => (*upstream, Duration::ZERO, target.clone()),
+        Route::Reverse(upstream) => (
+            *upstream.lock().unwrap_or_else(|p| p.into_inner()),
+            Duration::ZERO,
+            target.clone(),
+        ),
         Route::Forward(delays) => {
             let Some(rest) = target.strip_prefix("http://") else {
                 return Ok(());
@@ -609,11 +650,8 @@ fn local_answers_names_of_the_remote_zone() {
         Member::start("127.0.80.2", Duration::from_millis(60)),
         Member::start("127.0.80.3", Duration::from_millis(100)),
     ];
-    let authority = start_authority(&members.iter().collect::<Vec<_>>(), None);
+    let authority = start_authority_with_agents(&mut members);
     let authority_http = authority.http_addr().unwrap();
-    for m in &mut members {
-        m.start_agent(authority_http);
-    }
     let own_path = HttpProxy::forward(HashMap::new());
     let mut settings = LocalSettings::of(authority_http);
     settings.cache_ttl = Some("1s");
@@ -624,14 +662,7 @@ fn local_answers_names_of_the_remote_zone() {
     let local = start_local(&settings);
 
     // The authority has every push first (1 heartbeat, plus agent start).
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            view(&authority)
-                .is_some_and(|v| view_members(&v).iter().all(|m| m["push"]["state"] == "up"))
-        }),
-        "the authority never had every push: {:#?}",
-        view(&authority)
-    );
+    wait_for_every_push(&authority);
 
     let expected: HashSet<String> = members.iter().map(|m| m.endpoint().to_string()).collect();
     let addresses: HashSet<IpAddr> = members.iter().map(|m| m.endpoint().ip()).collect();
@@ -763,6 +794,23 @@ fn etag_makes_polling_cheap() {
     // A list of tags matches too (RFC 9110, 13.1.2).
     assert_eq!(get(Some(&format!("\"0000\", {etag}"))).status, 304);
 
+    // Asked to wait for a change that does not come: a 304 after the wait.
+    let held = Instant::now();
+    let waited = http::request(
+        http_addr,
+        "GET",
+        &format!("{path}?wait_ms=300"),
+        &[("if-none-match", etag.as_str())],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(waited.status, 304, "{}", waited.text());
+    assert!(
+        held.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        held.elapsed()
+    );
+
     // A membership change: 200, a new ETag, the new member in the body.
     let newcomer = Member::start("127.0.81.3", Duration::from_millis(5));
     let output = run_with_deadline(
@@ -786,6 +834,61 @@ fn etag_makes_polling_cheap() {
     assert!(endpoints(&changed.json()).contains(&newcomer.endpoint().to_string()));
     assert_eq!(get(Some(&new_etag)).status, 304);
     assert_eq!(get(Some(&etag)).status, 200, "the old tag is stale");
+}
+
+/// A push that reaches the authority reaches a local at once, not at the
+/// local's next refresh: the local follows the group (a request the
+/// authority holds until the view changes, `?wait_ms=`). The local's
+/// `cache_ttl` is a minute, so no refresh happens during the test.
+#[test]
+fn a_push_at_the_authority_reaches_a_local_before_its_next_refresh() {
+    let mut members = [
+        Member::start("127.0.79.1", Duration::from_millis(5)),
+        Member::start("127.0.79.2", Duration::from_millis(5)),
+    ];
+    let authority = start_authority_with_agents(&mut members);
+    let authority_http = authority.http_addr().unwrap();
+    wait_for_every_push(&authority);
+    let mut settings = LocalSettings::of(authority_http);
+    settings.cache_ttl = Some("60s");
+    let local = start_local(&settings);
+    assert_eq!(ask(&local).0, ResponseCode::NoError);
+    let slow = members[0].endpoint().to_string();
+    let pushed_ms = |resolver: &Resolver| {
+        view(resolver).and_then(|v| {
+            view_members(&v)
+                .iter()
+                .find(|m| m["endpoint"] == slow.as_str())
+                .and_then(|m| m["push"]["tufr_ms"].as_f64())
+        })
+    };
+    assert!(
+        pushed_ms(&local).is_some_and(|t| t < 100.0),
+        "{:#?}",
+        view(&local)
+    );
+
+    // The member slows; its agent pushes the rise to the authority.
+    members[0].web.set_delay(Duration::from_millis(300));
+    let slowed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || pushed_ms(&authority)
+            .is_some_and(|t| t > 150.0)),
+        "the authority never heard: {:#?}",
+        view(&authority)
+    );
+    let at_authority = slowed.elapsed();
+    // The local has it too, long before a refresh (45 s away) could bring it.
+    assert!(
+        wait_until(Duration::from_secs(10), || pushed_ms(&local)
+            .is_some_and(|t| t > 150.0)),
+        "the local never heard: {:#?}",
+        view(&local)
+    );
+    eprintln!(
+        "figure: the rise reached the authority {at_authority:?} and the local {:?} after the member slowed",
+        slowed.elapsed()
+    );
 }
 
 /// Many concurrent first queries for a never-fetched group cause one fetch
@@ -881,11 +984,8 @@ fn two_locals_with_different_paths_pick_different_servers() {
         Member::start("127.0.85.1", Duration::from_millis(5)),
         Member::start("127.0.85.2", Duration::from_millis(5)),
     ];
-    let authority = start_authority(&members.iter().collect::<Vec<_>>(), None);
+    let authority = start_authority_with_agents(&mut members);
     let authority_http = authority.http_addr().unwrap();
-    for m in &mut members {
-        m.start_agent(authority_http);
-    }
     let (a, b) = (members[0].endpoint(), members[1].endpoint());
     let near = Duration::from_millis(5);
     let far = Duration::from_millis(80);
@@ -1280,9 +1380,9 @@ fn membership_change_at_the_authority_reaches_the_local_within_the_cache_ttl() {
     }
 }
 
-/// A local zone without `authority`: the local finds its authority in DNS,
-/// a TXT record `_anycast.<zone>` = `url=http://...` served by its upstream,
-/// and answers the zone's names.
+/// A local zone without `authority`: the local finds its authorities in
+/// DNS, every TXT record `_anycast.<zone>` = `url=http://...` served by its
+/// upstream, in order, and answers the zone's names from the first.
 #[test]
 fn authority_discovered_through_dns() {
     let members = [
@@ -1306,11 +1406,17 @@ fn authority_discovered_through_dns() {
                 60,
                 RData::TXT(TXT::new(vec![format!("url=http://{authority_http}/")])),
             ),
+            // A second authority, never asked while the first answers.
+            Record::from_rdata(
+                Name::from_ascii(&txt_name).unwrap(),
+                60,
+                RData::TXT(TXT::new(vec![format!("url={UNASKED_AUTHORITY}")])),
+            ),
         ],
     );
     let upstream = Upstream::start(zone).unwrap();
     let local = start_local(&LocalSettings {
-        authority: None,
+        authorities: Vec::new(),
         cache_ttl: Some("1s"),
         max_stale: None,
         upstream: upstream.addr().to_string(),
@@ -1325,7 +1431,10 @@ fn authority_discovered_through_dns() {
     let line = local
         .wait_for_log("authority discovered in DNS", Duration::from_secs(1))
         .expect("a discovery log line");
-    assert!(line.contains(&format!("http://{authority_http}")), "{line}");
+    assert!(
+        line.contains(&format!("http://{authority_http} {UNASKED_AUTHORITY}")),
+        "{line}"
+    );
     assert!(upstream.queries() >= 1);
     let expected: HashSet<String> = members.iter().map(|m| m.endpoint().to_string()).collect();
     assert_eq!(endpoints(&view(&local).unwrap()), expected);
@@ -1338,6 +1447,210 @@ fn authority_discovered_through_dns() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(upstream.queries(), asked, "discovery is cached");
+    assert!(
+        local
+            .logs()
+            .iter()
+            .all(|l| !l.contains("authority changed")),
+        "the first discovered authority answers: no failover"
+    );
+}
+
+/// A URL where no authority listens (the discard port: nothing answers
+/// HTTP there).
+const UNASKED_AUTHORITY: &str = "http://127.0.0.1:9";
+
+/// Sets the flag when dropped: a thread polling it ends even when the test
+/// panics (a scoped thread that never ends would hang the test).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A local with two authorities of the zone (the same group in both): it
+/// asks the first only; the first killed (SIGKILL), the fetch that finds it
+/// dead moves on to the second, so not one query gets SERVFAIL (queries
+/// every 20 ms across the kill, each NOERROR with a member's address, for
+/// longer than `max_stale` after the kill: without failover they would turn
+/// to SERVFAIL), and the change is logged once. Then an authority starts
+/// again behind the first URL (the reverse proxy in front of the first
+/// keeps its port and is pointed at the new process: the local's URL is the
+/// same, with no race for a freed port); the local goes back to it within
+/// a few rechecks (one a second) and asks the second no more.
+#[test]
+fn two_authorities_fail_over_without_servfail_and_back() {
+    const CACHE_TTL: Duration = Duration::from_secs(1);
+    const MAX_STALE: Duration = Duration::from_secs(2);
+    let members = [
+        Member::start("127.0.90.1", Duration::from_millis(5)),
+        Member::start("127.0.90.2", Duration::from_millis(10)),
+    ];
+    let group: Vec<&Member> = members.iter().collect();
+    let addresses: HashSet<IpAddr> = members.iter().map(|m| m.endpoint().ip()).collect();
+    let mut first = start_authority(&group, None);
+    let second = start_authority(&group, None);
+    let first_url = HttpProxy::reverse(first.http_addr().unwrap());
+    let second_url = HttpProxy::reverse(second.http_addr().unwrap());
+    let mut settings = LocalSettings::of(first_url.addr());
+    settings
+        .authorities
+        .push(format!("http://{}", second_url.addr()));
+    settings.cache_ttl = Some("1s");
+    settings.max_stale = Some("2s");
+    let local = start_local(&settings);
+    let answered_after = |proxy: &HttpProxy, after: Instant| {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| matches!(s.status, Some(200 | 304)) && s.at > after)
+            .count()
+    };
+    let changes = || {
+        local
+            .logs()
+            .into_iter()
+            .filter(|l| l.contains("authority changed"))
+            .collect::<Vec<_>>()
+    };
+
+    let stop = AtomicBool::new(false);
+    let dns = local.addr();
+    let answers = std::thread::scope(|s| {
+        let asker = s.spawn(|| {
+            let mut answers: Vec<(Instant, ResponseCode, Vec<IpAddr>)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let response = query_udp(dns, RT_NAME, RecordType::A);
+                answers.push((sent, response.metadata.response_code, a_records(&response)));
+                std::thread::sleep(POLL);
+            }
+            answers
+        });
+        let stopper = StopOnDrop(&stop);
+        let started = Instant::now();
+
+        // The first answers (a fetch and a refresh at least); the second is
+        // not asked.
+        assert!(
+            wait_until(Duration::from_secs(10), || answered_after(
+                &first_url, started
+            ) >= 2),
+            "the first authority: {:#?}",
+            first_url.seen()
+        );
+        assert!(second_url.seen().is_empty(), "{:#?}", second_url.seen());
+
+        first.signal("KILL");
+        let killed = Instant::now();
+        assert!(first.wait_exit(Duration::from_secs(5)).is_some());
+        // Within the next refresh (every 0.75 x cache_ttl while queries
+        // come), the second answers.
+        assert!(
+            wait_until(Duration::from_secs(10), || answered_after(
+                &second_url,
+                killed
+            ) >= 1),
+            "the second authority after the kill: {:#?}",
+            second_url.seen()
+        );
+        let failed_over = killed.elapsed();
+        let line = local
+            .wait_for_log("authority changed", Duration::from_secs(5))
+            .expect("an `authority changed` line");
+        assert!(
+            line.contains(&format!("from=http://{}", first_url.addr()))
+                && line.contains(&format!("to=http://{}", second_url.addr())),
+            "{line}"
+        );
+        // Keep asking until the second has answered a refresh past the
+        // point where, without failover, the last view would be too old
+        // (max_stale after the last answer of the first, before the kill).
+        assert!(
+            wait_until(Duration::from_secs(15), || second_url
+                .seen()
+                .iter()
+                .any(|s| matches!(s.status, Some(200 | 304))
+                    && s.at > killed + MAX_STALE + CACHE_TTL / 2)),
+            "the second authority: {:#?}",
+            second_url.seen()
+        );
+        assert_eq!(changes().len(), 1, "one line per change: {:#?}", changes());
+
+        // An authority again behind the first URL: the local goes back.
+        let again = start_authority(&group, None);
+        first_url.set_reverse_upstream(again.http_addr().unwrap());
+        let restarted = Instant::now();
+        let outage = restarted - killed;
+        assert!(
+            wait_until(Duration::from_secs(10), || changes().len() >= 2),
+            "never back to the first: {:#?}",
+            first_url.seen()
+        );
+        let back = restarted.elapsed();
+        let changed = changes();
+        assert_eq!(changed.len(), 2, "{changed:#?}");
+        assert!(
+            changed[1].contains(&format!("to=http://{}", first_url.addr()))
+                && changed[1].contains("the first authority answers again"),
+            "{}",
+            changed[1]
+        );
+        // From then on, the first only: two more refreshes answered by it,
+        // none asked of the second.
+        let asked_second = second_url.seen().len();
+        let went_back = Instant::now();
+        assert!(
+            wait_until(Duration::from_secs(10), || answered_after(
+                &first_url, went_back
+            ) >= 2),
+            "the first authority after it came back: {:#?}",
+            first_url.seen()
+        );
+        assert_eq!(
+            second_url.seen().len(),
+            asked_second,
+            "the second was asked after the first came back: {:#?}",
+            second_url.seen()
+        );
+        // While it was down, the first was asked about once a second
+        // (the failure found, then one recheck per second), not per query.
+        let asked_dead = first_url
+            .seen()
+            .iter()
+            .filter(|s| s.at > killed && s.at <= restarted)
+            .count();
+        eprintln!(
+            "figure: failed over {failed_over:?} after the kill; the dead first asked {asked_dead} times in {outage:?}; back {back:?} after it restarted; stale answers: {}",
+            metric(&local, "anycast_authority_served_stale_total")
+        );
+        assert!(
+            asked_dead as f64 <= outage.as_secs_f64().ceil() + 2.0,
+            "{asked_dead} requests to the dead first authority in {outage:?}"
+        );
+        drop(stopper);
+        asker.join().unwrap()
+    });
+
+    let bad: Vec<_> = answers
+        .iter()
+        .filter(|(_, rcode, got)| {
+            *rcode != ResponseCode::NoError || got.len() != 1 || !addresses.contains(&got[0])
+        })
+        .collect();
+    eprintln!(
+        "figure: {} queries across the kill and the return",
+        answers.len()
+    );
+    assert!(
+        bad.is_empty(),
+        "{} of {} answers were not NOERROR with a member's address: {bad:?}",
+        bad.len(),
+        answers.len()
+    );
+    assert!(answers.len() > 100, "{} queries", answers.len());
 }
 
 // ---------------------------------------------------------------------------

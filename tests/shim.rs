@@ -1,9 +1,11 @@
-//! End-to-end tests of `libanycast_shim.so`: unmodified programs (`getent`,
+//! End-to-end tests of the client side: unmodified programs (`getent`,
 //! `python3`, `curl`, and the small C programs of `client-shim/c/`) run with
-//! the shim preloaded against a real `anycast-resolver` on loopback.
+//! `libanycast_shim.so` preloaded, or with `libnss_anycast.so.2` in their
+//! `nsswitch.conf` (the [`nss`] module), against a real `anycast-resolver` on
+//! loopback.
 //!
-//! The shim is built once per test process (`cargo build -p anycast-shim`),
-//! the C programs compiled once next to it. Nothing leaves the machine: the
+//! Both libraries are built once per test process (`cargo build -p
+//! anycast-shim -p anycast-nss`), the C programs compiled once next to them. Nothing leaves the machine: the
 //! only names resolved without the shim are `localhost` and literals, which
 //! `/etc/hosts` and the C library answer.
 
@@ -43,6 +45,9 @@ const HEALTH: &str = "fail_after = 1000000\nprobe_interval = \"1h\"";
 /// How long one program run may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
+#[path = "shim/nss.rs"]
+mod nss;
+
 // ---------------------------------------------------------------------------
 // Building the shim and the C programs
 // ---------------------------------------------------------------------------
@@ -50,11 +55,14 @@ const RUN_DEADLINE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct Built {
     shim: PathBuf,
+    /// A directory holding the NSS module as `libnss_anycast.so.2`.
+    nss_dir: PathBuf,
     shimcheck: PathBuf,
     malloccount: PathBuf,
 }
 
-/// Builds the shim (once per process) and compiles the C test programs.
+/// Builds the shim and the NSS module (once per process) and compiles the C
+/// test programs.
 fn built() -> &'static Built {
     static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
     match BUILT.get_or_init(build) {
@@ -68,7 +76,7 @@ fn build() -> Result<Built, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "-p", "anycast-shim", "--lib"])
+        .args(["build", "-p", "anycast-shim", "-p", "anycast-nss", "--lib"])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
@@ -77,30 +85,52 @@ fn build() -> Result<Built, String> {
         .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
     if !output.status.success() {
         return Err(format!(
-            "building anycast-shim failed ({}):\n{}",
+            "building anycast-shim and anycast-nss failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let shim = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "anycast_shim")
-        .flat_map(|m| {
-            m["filenames"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|f| f.as_str().map(PathBuf::from))
-        })
-        .find(|f| f.extension() == Some(OsStr::new("so")))
-        .ok_or("cargo did not name libanycast_shim.so")?;
+    let artifacts = String::from_utf8_lossy(&output.stdout);
+    let library = |target: &str| {
+        artifacts
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == target)
+            .flat_map(|m| {
+                m["filenames"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|f| f.as_str().map(PathBuf::from))
+            })
+            .find(|f| f.extension() == Some(OsStr::new("so")))
+            .ok_or_else(|| format!("cargo did not name lib{target}.so"))
+    };
+    let shim = library("anycast_shim")?;
+    let nss = library("nss_anycast")?;
     let dir = shim
         .parent()
         .ok_or("the shim has no directory")?
         .join("shim-tests");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // glibc loads the module by its soname.
+    let nss_dir = dir.join("nss");
+    std::fs::create_dir_all(&nss_dir)
+        .map_err(|e| format!("cannot create {}: {e}", nss_dir.display()))?;
+    // Copied aside and renamed, so that a program still running the last
+    // copy keeps its own.
+    let installed = nss_dir.join("libnss_anycast.so.2");
+    let partial = nss_dir.join("libnss_anycast.so.2.partial");
+    std::fs::copy(&nss, &partial)
+        .and_then(|_| std::fs::rename(&partial, &installed))
+        .map_err(|e| {
+            format!(
+                "cannot copy {} to {}: {e}",
+                nss.display(),
+                installed.display()
+            )
+        })?;
     let sources = root.join("client-shim").join("c");
     let shimcheck = compile(
         &sources.join("shimcheck.c"),
@@ -114,6 +144,7 @@ fn build() -> Result<Built, String> {
     )?;
     Ok(Built {
         shim,
+        nss_dir,
         shimcheck,
         malloccount,
     })
@@ -336,9 +367,10 @@ const EAI_SERVICE: i64 = -8;
 // getent
 // ---------------------------------------------------------------------------
 
-#[test]
-fn getent_resolves_both_name_forms() {
-    let resolver = start();
+/// `getent` (the program `getent()` runs) answers group `web` by both name
+/// forms and with metrics: `ahosts` (getaddrinfo, with the canonical name)
+/// and `hosts` (gethostbyname2: AF_INET6, which has no data, then AF_INET).
+fn getent_answers_both_forms(getent: impl Fn() -> Command) {
     let web = set(&WEB);
     for (name, canonical) in [
         ("web.any.example.net", "web.any.example.net"),
@@ -346,8 +378,7 @@ fn getent_resolves_both_name_forms() {
         ("RR.Web%Any.Example.Net", "rr.web.any.example.net"),
         ("cost.web.any.example.net.", "cost.web.any.example.net"),
     ] {
-        // getaddrinfo, with AI_CANONNAME.
-        let out = run_ok(with_shim("getent", resolver.addr()).args(["ahosts", name]));
+        let out = run_ok(getent().args(["ahosts", name]));
         let addresses = first_column(&out);
         assert!(!addresses.is_empty(), "{name}: {out}");
         assert!(addresses.iter().all(|a| web.contains(a)), "{name}: {out}");
@@ -356,14 +387,18 @@ fn getent_resolves_both_name_forms() {
             first.ends_with(&format!("STREAM {canonical}")),
             "{name}: {out}"
         );
-
-        // gethostbyname2 (AF_INET6, which has no data, then AF_INET).
-        let out = run_ok(with_shim("getent", resolver.addr()).args(["hosts", name]));
+        let out = run_ok(getent().args(["hosts", name]));
         let fields: Vec<&str> = out.split_whitespace().collect();
         assert_eq!(fields.len(), 2, "{name}: {out}");
         assert!(web.contains(&fields[0].parse().unwrap()), "{name}: {out}");
         assert_eq!(fields[1], canonical);
     }
+}
+
+#[test]
+fn getent_resolves_both_name_forms() {
+    let resolver = start();
+    getent_answers_both_forms(|| with_shim("getent", resolver.addr()));
 
     // The set, with the pick first: every member once per socket type.
     let out = run_ok(with_shim("getent", resolver.addr()).args(["ahosts", "pool.any.example.net"]));
@@ -603,8 +638,8 @@ fn truncated_answers_are_asked_again_over_tcp() {
 // curl
 // ---------------------------------------------------------------------------
 
-#[test]
-fn curl_fetches_by_an_anycast_name() {
+/// A web server on 127.0.4.1 and a resolver whose group `site` is it.
+fn site() -> (WebServer, Resolver) {
     let server = WebServer::start("127.0.4.1:0").expect("cannot start the web server");
     let group = format!(
         "[[group]]\nservice = \"site\"\n{HEALTH}\n[[group.member]]\naddress = \"{}\"\nport = {}\n",
@@ -612,24 +647,36 @@ fn curl_fetches_by_an_anycast_name() {
         server.addr().port()
     );
     let resolver = Resolver::start(&config(&group));
+    (server, resolver)
+}
+
+/// `curl` (the program `command` runs) fetches `/hello` from `server` by
+/// the anycast name `name`.
+fn curl_fetches(mut command: Command, server: &WebServer, name: &str) {
+    let url = format!("http://{name}:{}/hello", server.addr().port());
+    let before = server.requests();
+    let out = run_ok(command.args([
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "20",
+        &url,
+    ]));
+    assert_eq!(out.as_bytes(), BODY, "{url}");
+    assert!(
+        server.requests() > before,
+        "{url}: the server saw no request"
+    );
+}
+
+#[test]
+fn curl_fetches_by_an_anycast_name() {
+    let (server, resolver) = site();
     for name in ["site.any.example.net", "rr.site.any.example.net"] {
-        let url = format!("http://{name}:{}/hello", server.addr().port());
-        let before = server.requests();
-        let out = run_ok(with_shim("curl", resolver.addr()).args([
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "20",
-            &url,
-        ]));
-        assert_eq!(out.as_bytes(), BODY, "{url}");
-        assert!(
-            server.requests() > before,
-            "{url}: the server saw no request"
-        );
+        curl_fetches(with_shim("curl", resolver.addr()), &server, name);
     }
     // Without the shim curl cannot resolve the name (not tried: it would ask
     // the system's DNS, off the machine).
@@ -847,7 +894,13 @@ fn a_bad_configuration_warns_and_fails_anycast_names_only() {
 #[test]
 fn valgrind_finds_no_leak_and_no_invalid_free() {
     let resolver = start();
-    let mut command = with_shim("valgrind", resolver.addr());
+    valgrind_shimcheck_loop(with_shim("valgrind", resolver.addr()));
+}
+
+/// Runs `shimcheck loop` (every entry point, three times) under `valgrind`,
+/// the program `command` runs, and asserts that memcheck finds no error and
+/// nothing lost.
+fn valgrind_shimcheck_loop(mut command: Command) {
     command
         .args([
             "--leak-check=full",
@@ -878,26 +931,33 @@ fn valgrind_finds_no_leak_and_no_invalid_free() {
 // Other names: untouched
 // ---------------------------------------------------------------------------
 
+/// Runs both and asserts the same standard output and exit status, and
+/// nothing on the first's standard error; returns the first's output.
+fn same_output(with: &mut Command, without: &mut Command) -> String {
+    let a = run(with);
+    let b = run(without);
+    assert_eq!(
+        (stdout(&a), a.status.code()),
+        (stdout(&b), b.status.code()),
+        "{with:?}"
+    );
+    assert!(
+        a.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    stdout(&a)
+}
+
 #[test]
 fn other_names_resolve_exactly_as_without_the_shim() {
     let resolver = start();
     let addr = resolver.addr();
     let shimcheck = &built().shimcheck;
     let both = |program: &Path, args: &[&str]| {
-        let with = run(with_shim(program, addr).args(args));
-        let without = run(without_shim(program).args(args));
-        assert_eq!(
-            (stdout(&with), with.status.code()),
-            (stdout(&without), without.status.code()),
-            "{} {args:?}",
-            program.display()
-        );
-        assert!(
-            with.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&with.stderr)
-        );
-        stdout(&with)
+        let mut with = with_shim(program, addr);
+        let mut without = without_shim(program);
+        same_output(with.args(args), without.args(args))
     };
     let getent = Path::new("getent");
     // Only lookups that /etc/hosts or the C library answers: nothing may go

@@ -1,5 +1,6 @@
 /* shimcheck: a C program that resolves names the way C programs do, for the
- * end-to-end tests of libanycast_shim.so (tests/shim.rs) and by hand:
+ * end-to-end tests of libanycast_shim.so and of libnss_anycast.so.2
+ * (tests/shim.rs, tests/shim/nss.rs) and by hand:
  *
  *   shimcheck gai NAME SERVICE FAMILY SOCKTYPE PROTOCOL FLAGS
  *       getaddrinfo; NAME or SERVICE "-" is NULL, FAMILY "null" passes NULL
@@ -8,10 +9,11 @@
  *   shimcheck ghbn NAME AF          gethostbyname (AF 0) or gethostbyname2
  *   shimcheck ghbn_r NAME AF BUFLEN gethostbyname_r (AF 0) or gethostbyname2_r
  *   shimcheck threads NAME THREADS ITERATIONS FORKS ADDRESS...
- *       THREADS threads call getaddrinfo (and gethostbyname_r) ITERATIONS
- *       times each, on NAME and on "localhost"; meanwhile the main thread
- *       forks FORKS children that resolve NAME too. Every address must be one
- *       of ADDRESS...; exits 0 when all is well.
+ *       after one lookup by the main thread, THREADS threads call
+ *       getaddrinfo (and gethostbyname_r) ITERATIONS times each, on NAME and
+ *       on "localhost"; meanwhile the main thread forks FORKS children that
+ *       resolve NAME too. Every address must be one of ADDRESS...; exits 0
+ *       when all is well.
  *   shimcheck loop NAME ITERATIONS  every call on NAME, ITERATIONS times,
  *       everything freed (for valgrind)
  *   shimcheck bench NAME ITERATIONS getaddrinfo+freeaddrinfo: ns per call
@@ -203,13 +205,19 @@ static int cmd_threads(int argc, char **argv) {
     int forks = atoi(argv[5]);
     g_allowed = argv + 6;
     g_allowed_count = argc - 6;
+    /* One lookup first, by the main thread alone: it loads the NSS modules
+     * the lookups need (glibc dlopens a module such as libnss_anycast.so.2 on
+     * its first use). A fork while another thread is inside that dlopen
+     * leaves the child with the loader's lock held by a thread it does not
+     * have, whatever the module; forks below happen while the threads
+     * resolve, after that. */
+    long problems = one_round("main");
     pthread_t *ids = calloc((size_t)threads, sizeof *ids);
     for (long i = 0; i < threads; i++)
         if (pthread_create(&ids[i], NULL, worker, (void *)(size_t)i) != 0) {
             perror("pthread_create");
             return 1;
         }
-    long problems = 0;
     /* Fork while the threads are resolving: the child must not deadlock. */
     for (int f = 0; f < forks; f++) {
         pid_t pid = fork();

@@ -15,9 +15,10 @@ use libc::{
     AF_INET, AF_INET6, AF_UNSPEC, AI_ALL, AI_CANONNAME, AI_NUMERICHOST, AI_V4MAPPED, addrinfo,
 };
 
-use crate::config::Config;
+use anycast_lookup::Config;
+use anycast_lookup::resolve::{self, Want};
+
 use crate::real::GetaddrinfoFn;
-use crate::resolve::{self, Want};
 
 /// glibc's flags when `hints` is NULL (`AI_DEFAULT`).
 const AI_DEFAULT: c_int = libc::AI_V4MAPPED | libc::AI_ADDRCONFIG;

@@ -28,32 +28,25 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod choose;
-mod config;
-mod dns;
 mod gai;
 mod hostbyname;
 mod real;
-mod resolve;
-mod route;
-mod sys;
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 use std::ptr;
 use std::sync::OnceLock;
 
+use anycast_lookup::{Config, no_unwind, route, sys};
 use libc::{AF_INET, addrinfo, hostent, size_t};
-
-use crate::config::Config;
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 /// The configuration, read on first use: normally by the constructor, at
 /// load time, single-threaded, before `main`.
 fn config() -> &'static Config {
-    CONFIG.get_or_init(Config::load)
+    CONFIG.get_or_init(|| Config::load("anycast-shim"))
 }
 
 /// Runs when the library is loaded: reads the configuration, looks the C
@@ -64,10 +57,10 @@ extern "C" fn load() {
         let config = config();
         real::resolve_all();
         for warning in &config.warnings {
-            sys::log_line(warning);
+            config.log(warning);
         }
         if config.debug {
-            sys::log_line(&format!(
+            config.log(&format!(
                 "loaded: resolver {:?}, zones [{}], set {}, filter {:?}, timeout {:?} x {}",
                 config.resolver,
                 config
@@ -136,11 +129,6 @@ unsafe fn anycast<'a>(name: *const c_char) -> Option<(&'static Config, &'a [u8],
         return None;
     }
     Some((config, bytes, Busy::enter()?))
-}
-
-/// Runs `f`, turning a panic into `on_panic()`.
-fn no_unwind<T>(on_panic: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| on_panic())
 }
 
 /// What a `gethostbyname` form reports after a panic.
@@ -344,11 +332,5 @@ mod tests {
             .unwrap();
         drop(busy);
         assert!(Busy::enter().is_some());
-    }
-
-    #[test]
-    fn panics_become_the_fallback() {
-        assert_eq!(no_unwind(|| 7, || panic!("inside")), 7);
-        assert_eq!(no_unwind(|| 7, || 1), 1);
     }
 }

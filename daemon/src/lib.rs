@@ -1,8 +1,12 @@
 //! What every long-running binary of the project does the same way: start
-//! logging, build the runtime, run until SIGINT or SIGTERM, report a fatal
-//! error with its cause chain, and replace files atomically.
+//! logging, build the runtime, run until SIGINT or SIGTERM, tell systemd how
+//! it goes ([`notify`]), report a fatal error with its cause chain, and
+//! replace files atomically.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod notify;
+pub mod tls;
 
 use std::future::Future;
 use std::io::Write;
@@ -26,6 +30,25 @@ pub struct DaemonArgs {
     /// Log filter, as RUST_LOG (e.g. "debug" or "anycast_resolver=debug").
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// The variable that makes a binary print its man page (roff, from its
+/// clap definitions) and exit, for packaging (`scripts/package.sh`).
+pub const PRINT_MAN_PAGE: &str = "ANYCAST_PRINT_MAN_PAGE";
+
+/// If [`PRINT_MAN_PAGE`] is set, prints the man page of `C` (section 8, a
+/// system command) to stdout and returns the exit code to end with.
+pub fn print_man_page_if_asked<C: clap::CommandFactory>() -> Option<ExitCode> {
+    std::env::var_os(PRINT_MAN_PAGE)?;
+    let man = clap_mangen::Man::new(C::command()).section("8");
+    let mut out = std::io::stdout().lock();
+    Some(match man.render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write the man page: {error}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 /// Starts logging to stderr. `quiet` lists targets held at `warn` whatever
@@ -71,6 +94,10 @@ where
                 tracing::warn!(%error, "cannot install signal handlers; stop with SIGKILL");
             }
         }
+        if let Some(interval) = notify::watchdog_interval() {
+            tracing::info!(?interval, "systemd watchdog: pinging at half the interval");
+            tokio::spawn(notify::keep_watchdog(interval, shutdown.clone()));
+        }
         service(shutdown).await
     });
     match result {
@@ -104,6 +131,7 @@ impl Signals {
             _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        notify::stopping();
         shutdown.cancel();
     }
 }

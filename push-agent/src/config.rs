@@ -46,6 +46,9 @@ pub struct AgentConfig {
     pub policy: PushPolicy,
     /// Timeout of one push.
     pub push_timeout: Duration,
+    /// For `https://` push URLs: CAs the resolvers' certificates may chain
+    /// to, besides the system's roots.
+    pub push_tls: anycast_daemon::tls::ClientTls,
     /// Self-registration, if configured.
     pub join: Option<JoinConfig>,
 }
@@ -133,10 +136,10 @@ impl AgentConfig {
             ));
         }
         for url in raw.push_urls.get_ref() {
-            if !url.starts_with("http://") {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(err(
                     raw.push_urls.span(),
-                    format!("{url:?} is not an http:// URL (https is not supported yet)"),
+                    format!("{url:?} is not an http(s) URL"),
                 ));
             }
         }
@@ -312,6 +315,22 @@ impl AgentConfig {
             }
         };
 
+        let push_tls = match pp.ca_file {
+            None => anycast_daemon::tls::ClientTls::default(),
+            Some(file) => {
+                let span = file.span();
+                let tls = anycast_daemon::tls::ClientTls {
+                    ca: Some(
+                        anycast_daemon::tls::Pem::read(file.get_ref())
+                            .map_err(|why| err(span.clone(), why))?,
+                    ),
+                    identity: None,
+                };
+                tls.check().map_err(|why| err(span, why))?;
+                tls
+            }
+        };
+
         Ok(AgentConfig {
             server: raw.server,
             groups: raw.groups.into_inner(),
@@ -328,6 +347,7 @@ impl AgentConfig {
             },
             policy,
             push_timeout: positive_duration(source, pp.timeout)?,
+            push_tls,
             join,
         })
     }
@@ -477,6 +497,7 @@ struct RawPush {
     heartbeat: Spanned<HumanDuration>,
     max_backoff: Spanned<HumanDuration>,
     timeout: Spanned<HumanDuration>,
+    ca_file: Option<Spanned<std::path::PathBuf>>,
 }
 
 impl Default for RawPush {
@@ -490,6 +511,7 @@ impl Default for RawPush {
             heartbeat: spanned(d.heartbeat.into()),
             max_backoff: spanned(d.max_backoff.into()),
             timeout: spanned(Duration::from_secs(2).into()),
+            ca_file: None,
         }
     }
 }

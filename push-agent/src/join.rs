@@ -58,7 +58,7 @@ pub async fn join(
                     r.text().await.unwrap_or_default().trim()
                 ))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(anycast_daemon::tls::cause_chain(&e)),
         };
         match outcome {
             Ok(()) => {

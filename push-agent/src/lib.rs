@@ -34,6 +34,7 @@ pub mod push;
 pub mod smooth;
 pub mod status;
 
+use anycast_daemon::tls::cause_chain;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -115,10 +116,12 @@ const SMOOTHER_TICK: Duration = Duration::from_millis(500);
 
 /// Runs the agent until `shutdown`, then sends the draining push.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(4)
+    let client = config
+        .push_tls
+        .apply(reqwest::Client::builder().pool_max_idle_per_host(4))
+        .map_err(|e| anyhow::anyhow!("cannot set up TLS for the pushes: {e}"))?
         .build()
-        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {}", cause_chain(&e)))?;
     let seq = SeqClock::default();
     let measuring = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -227,6 +230,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         );
     }
     info!(server = %config.server, groups = ?config.groups, targets = config.push_urls.len(), "agent running");
+    anycast_daemon::notify::ready();
 
     shutdown.cancelled().await;
     measuring.cancel();

@@ -20,6 +20,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = anycast_daemon::print_man_page_if_asked::<Args>() {
+        return done;
+    }
     let args = Args::parse();
     let config = match AgentConfig::read(&args.daemon.config) {
         Ok(config) => config,

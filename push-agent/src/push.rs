@@ -64,7 +64,7 @@ impl Pusher {
             .body(body)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| anycast_daemon::tls::cause_chain(&e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

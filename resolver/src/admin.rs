@@ -19,8 +19,16 @@
 //! | `POST /v1/admin/reload` | re-read the config file |
 //!
 //! Answers are JSON; errors are `{"error": "...", "detail": "..."}` with 400
-//! (bad input), 401, 404, 409 or 500 (the state file could not be written:
-//! nothing changed).
+//! (bad input), 401, 404, 409 (exists, or a conflict), 500 (the state file
+//! could not be written: nothing changed) or 503 (the etcd store cannot be
+//! reached: nothing changed).
+//!
+//! Every group has a revision: that of the change that last wrote its
+//! runtime form (0: never changed at runtime). `GET` of a group gives it in
+//! the body and as an `ETag`; a change sent with `If-Match: "<revision>"` is
+//! made only if the group is still at that revision, else refused with 409
+//! `conflict` (an edit based on a stale read never overwrites another). A
+//! change's answer gives the revision it was written at.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +36,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -166,16 +174,52 @@ pub fn refused(e: &ChangeError) -> Response {
         ChangeError::GroupExists(_) | ChangeError::MemberExists { .. } => {
             (StatusCode::CONFLICT, "exists")
         }
+        ChangeError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
         ChangeError::Persist { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "not_persisted"),
+        ChangeError::StoreUnavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        }
     };
     error(status, code, e.to_string())
 }
 
-async fn apply(state: &AdminState, change: Change, what: String) -> Response {
-    match state.membership.change(change).await {
-        Ok(()) => {
-            tracing::info!(change = %what, "admin change applied");
-            Json(json!({ "ok": true, "change": what })).into_response()
+/// The revision a change was based on: the request's `If-Match`, if any.
+#[derive(Debug, Clone, Copy)]
+struct BasedOn(Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for BasedOn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(axum::http::header::IF_MATCH) else {
+            return Ok(BasedOn(None));
+        };
+        let text = value.to_str().unwrap_or_default().trim();
+        if text == "*" {
+            return Ok(BasedOn(None));
+        }
+        text.trim_start_matches("W/")
+            .trim_matches('"')
+            .parse()
+            .map(|revision| BasedOn(Some(revision)))
+            .map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("If-Match {text:?} is not a group revision such as \"12\""),
+                )
+            })
+    }
+}
+
+async fn apply(state: &AdminState, change: Change, what: String, based_on: BasedOn) -> Response {
+    match state.membership.change_based_on(change, based_on.0).await {
+        Ok(revision) => {
+            tracing::info!(change = %what, revision, "admin change applied");
+            Json(json!({ "ok": true, "change": what, "revision": revision })).into_response()
         }
         Err(e) => {
             tracing::warn!(change = %what, error = %e, "admin change refused");
@@ -188,12 +232,13 @@ async fn apply(state: &AdminState, change: Change, what: String) -> Response {
 async fn member_change(
     state: &AdminState,
     endpoint: &str,
+    based_on: BasedOn,
     make: impl FnOnce(SocketAddr) -> (Change, String),
 ) -> Response {
     match endpoint.parse() {
         Ok(endpoint) => {
             let (change, what) = make(endpoint);
-            apply(state, change, what).await
+            apply(state, change, what, based_on).await
         }
         Err(_) => error(
             StatusCode::BAD_REQUEST,
@@ -226,12 +271,19 @@ async fn show_group(State(state): State<AdminState>, Path(adn): Path<String>) ->
         .ok()
         .and_then(|name| directory.group(&name).cloned());
     match found {
-        Some(g) => Json(json!({
-            "name": g.name.to_string(),
-            "origin": state.membership.origin(&g.name).await,
-            "spec": g.spec,
-        }))
-        .into_response(),
+        Some(g) => {
+            let revision = state.membership.revision(&g.name).await;
+            (
+                [(axum::http::header::ETAG, format!("\"{revision}\""))],
+                Json(json!({
+                    "name": g.name.to_string(),
+                    "origin": state.membership.origin(&g.name).await,
+                    "revision": revision,
+                    "spec": g.spec,
+                })),
+            )
+                .into_response()
+        }
         None => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -242,6 +294,7 @@ async fn show_group(State(state): State<AdminState>, Path(adn): Path<String>) ->
 
 async fn create_group(
     State(state): State<AdminState>,
+    based_on: BasedOn,
     Path(adn): Path<String>,
     body: Option<Json<GroupSpec>>,
 ) -> Response {
@@ -253,12 +306,14 @@ async fn create_group(
             spec,
         },
         format!("create group {adn}"),
+        based_on,
     )
     .await
 }
 
 async fn update_group(
     State(state): State<AdminState>,
+    based_on: BasedOn,
     Path(adn): Path<String>,
     Json(patch): Json<GroupPatch>,
 ) -> Response {
@@ -269,24 +324,35 @@ async fn update_group(
             patch,
         },
         format!("update group {adn}"),
+        based_on,
     )
     .await
 }
 
-async fn delete_group(State(state): State<AdminState>, Path(adn): Path<String>) -> Response {
+async fn delete_group(
+    State(state): State<AdminState>,
+    based_on: BasedOn,
+    Path(adn): Path<String>,
+) -> Response {
     apply(
         &state,
         Change::DeleteGroup { name: adn.clone() },
         format!("delete group {adn}"),
+        based_on,
     )
     .await
 }
 
-async fn reset_group(State(state): State<AdminState>, Path(adn): Path<String>) -> Response {
+async fn reset_group(
+    State(state): State<AdminState>,
+    based_on: BasedOn,
+    Path(adn): Path<String>,
+) -> Response {
     apply(
         &state,
         Change::ResetGroup { name: adn.clone() },
         format!("reset group {adn}"),
+        based_on,
     )
     .await
 }
@@ -329,20 +395,28 @@ impl NewMember {
 
 async fn add_member(
     State(state): State<AdminState>,
+    based_on: BasedOn,
     Path(adn): Path<String>,
     Json(member): Json<NewMember>,
 ) -> Response {
     let member = member.into_member();
     let what = format!("add member {} to {adn}", member.endpoint());
-    apply(&state, Change::AddMember { group: adn, member }, what).await
+    apply(
+        &state,
+        Change::AddMember { group: adn, member },
+        what,
+        based_on,
+    )
+    .await
 }
 
 async fn update_member(
     State(state): State<AdminState>,
+    based_on: BasedOn,
     Path((adn, endpoint)): Path<(String, String)>,
     Json(patch): Json<MemberPatch>,
 ) -> Response {
-    member_change(&state, &endpoint, |endpoint| {
+    member_change(&state, &endpoint, based_on, |endpoint| {
         let what = format!("update member {endpoint} of {adn}");
         (
             Change::UpdateMember {
@@ -358,9 +432,10 @@ async fn update_member(
 
 async fn remove_member(
     State(state): State<AdminState>,
+    based_on: BasedOn,
     Path((adn, endpoint)): Path<(String, String)>,
 ) -> Response {
-    member_change(&state, &endpoint, |endpoint| {
+    member_change(&state, &endpoint, based_on, |endpoint| {
         let what = format!("remove member {endpoint} from {adn}");
         (
             Change::RemoveMember {
@@ -373,8 +448,14 @@ async fn remove_member(
     .await
 }
 
-async fn set_drained(state: AdminState, adn: String, endpoint: String, drained: bool) -> Response {
-    member_change(&state, &endpoint, |endpoint| {
+async fn set_drained(
+    state: AdminState,
+    based_on: BasedOn,
+    adn: String,
+    endpoint: String,
+    drained: bool,
+) -> Response {
+    member_change(&state, &endpoint, based_on, |endpoint| {
         let verb = if drained { "drain" } else { "undrain" };
         let what = format!("{verb} member {endpoint} of {adn}");
         (
@@ -391,16 +472,18 @@ async fn set_drained(state: AdminState, adn: String, endpoint: String, drained: 
 
 async fn drain(
     State(state): State<AdminState>,
+    based_on: BasedOn,
     Path((adn, endpoint)): Path<(String, String)>,
 ) -> Response {
-    set_drained(state, adn, endpoint, true).await
+    set_drained(state, based_on, adn, endpoint, true).await
 }
 
 async fn undrain(
     State(state): State<AdminState>,
+    based_on: BasedOn,
     Path((adn, endpoint)): Path<(String, String)>,
 ) -> Response {
-    set_drained(state, adn, endpoint, false).await
+    set_drained(state, based_on, adn, endpoint, false).await
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {

@@ -4,9 +4,9 @@
 //! |---|---|
 //! | `POST /v1/push` | a member's signed load report (see [`crate::push`]); rate-limited per source address |
 //! | `GET /v1/groups` | the names of every group |
-//! | `GET /v1/groups/{adn}` | one group explained (either name form; `?metric=` optional) |
+//! | `GET /v1/groups/{adn}` | one group explained (either name form; `?metric=` optional; with `If-None-Match`, `?wait_ms=` holds the request until the view changes) |
 //! | `GET /v1/pushes` | push counters: accepted, and rejected by reason |
-//! | `GET /v1/status` | every group explained (metric `rt`), as one JSON document |
+//! | `GET /v1/status` | every group explained (metric `rt`), and whether the membership store can be reached, as one JSON document |
 //! | `GET /metrics` | Prometheus metrics (text format) |
 //! | `GET /` | the dashboard: one self-contained page polling `/v1/status` |
 //! | `POST /v1/join` | an agent adds its own server to groups (self-registration; off unless `[admin] join_token_file` is set) |
@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::push::{MAX_PUSH_BYTES, SIGNATURE_HEADER};
 use anycast_proto::{Metric, name};
@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::{bearer, refused, token_matches};
-use crate::groups::{Member, default_probe_url};
+use crate::groups::{Directory, Group, Member, default_probe_url};
 use crate::membership::{Change, Membership};
 use crate::observe::{Observations, Observed};
 use crate::push::{Refused, Rejection};
@@ -83,7 +83,7 @@ async fn status(State(state): State<ApiState>) -> Response {
         })
         .collect();
     groups.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(json!({ "groups": groups })).into_response()
+    Json(json!({ "groups": groups, "membership": state.membership.health() })).into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -213,7 +213,15 @@ async fn list_groups(State(state): State<ApiState>) -> Response {
 #[derive(Debug, Deserialize)]
 struct ShowQuery {
     metric: Option<String>,
+    /// With `If-None-Match`: hold the request until the view changes (a
+    /// push, a membership change) or this many milliseconds pass (at most
+    /// [`MAX_WAIT_MS`]), so that a local resolver hears of a push when it
+    /// lands instead of at its next poll.
+    wait_ms: Option<u64>,
 }
+
+/// The longest a group view request may be held for a change.
+pub const MAX_WAIT_MS: u64 = 30_000;
 
 async fn show_group(
     State(state): State<ApiState>,
@@ -221,38 +229,77 @@ async fn show_group(
     Query(query): Query<ShowQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let directory = state.membership.directory();
-    let name = match name::parse(&adn, directory.zones()) {
-        Ok(name) => name,
-        Err(e) => return error(StatusCode::NOT_FOUND, "not_an_anycast_name", e.to_string()),
-    };
-    let metric = match query.metric.as_deref() {
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribed before the first look, so that no change between the look
+    // and the wait is missed.
+    let mut pushes = state.observations.pushes.subscribe();
+    let mut groups = state.membership.subscribe();
+    // A closed channel (its sender gone) is no news: waited on no more.
+    let (mut pushes_open, mut groups_open) = (true, true);
+    loop {
+        let directory = state.membership.directory();
+        let (group, metric) = match find_group(&directory, &adn, query.metric.as_deref()) {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
+        // The tag alone first: a held request wakes at every push, and the
+        // whole view (estimates, the set) is built only when it changed.
+        let etag = GroupView::etag_of(group, &state.observations.pushes);
+        let unchanged = headers
+            .get(axum::http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        if !unchanged {
+            let observed = state.observed();
+            let set = select::equivalent_set(group, metric, Family::Any, &observed);
+            let view = GroupView::build(group, metric, set.as_ref(), &observed);
+            return ([(axum::http::header::ETAG, view.etag())], Json(view)).into_response();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return (StatusCode::NOT_MODIFIED, [(axum::http::header::ETAG, etag)]).into_response();
+        }
+        drop(directory);
+        tokio::select! {
+            changed = pushes.changed(), if pushes_open => pushes_open = changed.is_ok(),
+            changed = groups.changed(), if groups_open => groups_open = changed.is_ok(),
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// The group `adn` names in `directory`, and the metric to explain it for
+/// (the name's own when `metric` is `None`), or the error response.
+fn find_group<'a>(
+    directory: &'a Directory,
+    adn: &str,
+    metric: Option<&str>,
+) -> Result<(&'a Group, Metric), Box<Response>> {
+    let name = name::parse(adn, directory.zones()).map_err(|e| {
+        Box::new(error(
+            StatusCode::NOT_FOUND,
+            "not_an_anycast_name",
+            e.to_string(),
+        ))
+    })?;
+    let metric = match metric {
         None => name.metric(),
-        Some(m) => match m.parse::<Metric>() {
-            Ok(m) => m,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "unknown_metric", e.to_string()),
-        },
+        Some(m) => m.parse::<Metric>().map_err(|e| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "unknown_metric",
+                e.to_string(),
+            ))
+        })?,
     };
-    let Some(group) = directory.group(&name) else {
-        return error(
+    let group = directory.group(&name).ok_or_else(|| {
+        Box::new(error(
             StatusCode::NOT_FOUND,
             "no_such_group",
             format!("no group {}", name.group_name()),
-        );
-    };
-    let observed = state.observed();
-    let set = select::equivalent_set(group, metric, Family::Any, &observed);
-    let view = GroupView::build(group, metric, set.as_ref(), &observed);
-    let etag = view.etag();
-    let unchanged = headers
-        .get(axum::http::header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let etag_header = [(axum::http::header::ETAG, etag)];
-    if unchanged {
-        return (StatusCode::NOT_MODIFIED, etag_header).into_response();
-    }
-    (etag_header, Json(view)).into_response()
+        ))
+    })?;
+    Ok((group, metric))
 }
 
 /// An agent's request to join groups.

@@ -15,19 +15,51 @@
 //!   busy name is refreshed about once per `cache_ttl` and queries never wait;
 //! * refreshes revalidate with `If-None-Match`: an unchanged group costs a
 //!   304;
+//! * once a view carries pushes, a follower asks the current authority for
+//!   it with the last ETag and `wait_ms`, and the authority holds the request
+//!   until the view changes: pushes are adopted as they land, not at the next
+//!   refresh ([`Authorities::follow`]);
 //! * concurrent refreshes of one group are one fetch (single flight), and
 //!   everyone waiting shares its outcome, failure included; a failing
 //!   authority is asked again at most once a second per group;
-//! * when the authority cannot be reached, the last view keeps answering for
-//!   up to `max_stale` (serve-stale, in the spirit of RFC 8767), with a log
-//!   line (at most once a minute per group) and a counter; past it, SERVFAIL.
+//! * when no authority can be reached, the last view keeps answering for up
+//!   to `max_stale` (serve-stale, in the spirit of RFC 8767), with a log line
+//!   (at most once a minute per group) and a counter; past it, SERVFAIL.
 //!   A query never waits more than 500 ms for a refresh when a stale view
 //!   exists.
 //!
-//! The authority is the zone's `authority` URL, or, without one, found in DNS:
-//! a TXT record `_anycast.<zone>` holding `url=...`, looked up through the
-//! forwarder and cached.
+//! The authorities are the zone's `authority` URLs (one, or a list, the first
+//! preferred), or, without them, found in DNS: every TXT record
+//! `_anycast.<zone>` holding `url=...`, in the order of the answer (DNS does
+//! not promise an order within a record set: configure `authority` for a
+//! fixed preference), looked up through the forwarder and cached.
+//!
+//! Several authorities fail over, and back, per zone:
+//!
+//! * a fetch asks first the authority that answered last; if that one cannot
+//!   be reached, times out (2 s) or answers anything but 200, 304 or 404 (a
+//!   5xx, say), the same fetch moves on to the others in the configured
+//!   order. A query therefore neither fails nor waits for the next round
+//!   while any authority answers; serve-stale applies when every one fails.
+//!   A 404 is an answer (no such group) and ends the fetch;
+//! * the first authority is preferred again as soon as it answers: while
+//!   another one is current, one refresh per zone and per [`FIRST_RECHECK`]
+//!   (1 s) asks the first one before the current one, with a short timeout
+//!   ([`RECHECK_TIMEOUT`]) so that a black-holed first authority delays that
+//!   refresh little (and never a query that has a fresh view); once it
+//!   answers, it is current again;
+//! * a change of the zone's current authority is logged once (`authority
+//!   changed`, with the zone, both URLs and why): a warning when the current
+//!   one failed, info when the first one is back;
+//! * revalidation sends the last ETag to whichever authority is asked: the
+//!   tag is a digest of what a local learns, so a 304 from another authority
+//!   means the same view. Pushed loads are adopted from whichever answered
+//!   (the newest `seq` of a member wins, as with one authority).
+//!
+//! A fetch with nothing cached waits for one timeout per authority that does
+//! not answer, at most.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +80,13 @@ use crate::push::{MemberPush, PushBoard};
 /// How often a serve-stale line is logged per group, at most.
 const STALE_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a request to an authority may take (a follower's: this beyond
+/// what it asked the authority to wait).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a follower asks the authority to hold its request for a change.
+const FOLLOW_WAIT: Duration = Duration::from_secs(10);
+
 /// A failed attempt is not repeated for this long (RFC 8767's failure
 /// recheck): callers meanwhile share its outcome.
 const FAILURE_RECHECK: Duration = Duration::from_secs(1);
@@ -60,6 +99,16 @@ const STALE_ANSWER_AFTER: Duration = Duration::from_millis(500);
 /// Groups cached per local resolver, at most.
 const MAX_GROUPS: u64 = 100_000;
 
+/// While an authority other than the first is current, the first one is
+/// asked again at most this often per zone (so it is preferred again soon
+/// after it is back, at the cost of one quick request a second).
+const FIRST_RECHECK: Duration = FAILURE_RECHECK;
+
+/// How long that recheck of the first authority may take: short, so that a
+/// first authority that accepts and never answers costs a refresh little
+/// (refresh ahead leaves a quarter of `cache_ttl` before a view expires).
+const RECHECK_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// What a local resolver knows of a group of a local zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
@@ -67,7 +116,7 @@ pub enum Known {
     Group,
     /// The authority says there is no such group.
     NoGroup,
-    /// The authority cannot be reached and nothing usable is cached.
+    /// No authority can be reached and nothing usable is cached.
     Unavailable,
 }
 
@@ -78,6 +127,9 @@ struct Fetched {
     at: Option<Instant>,
     etag: Option<String>,
     found: bool,
+    /// Whether the view carried a member's push: only then is there
+    /// something for a follower ([`Authorities::follow`]) to hear of.
+    pushed: bool,
     /// When it was last asked, and why that failed if it did: every caller
     /// waiting on one attempt shares its outcome, and a failing authority is
     /// asked again only after [`FAILURE_RECHECK`].
@@ -121,8 +173,14 @@ pub struct Authorities {
     forwarder: Forwarder,
     client: reqwest::Client,
     groups: Cache<AnycastName, Fetched>,
-    discovered: Cache<Zone, String>,
-    stale_logged: Mutex<std::collections::HashMap<AnycastName, Instant>>,
+    /// The authorities found in DNS, per zone without `authority`.
+    discovered: Cache<Zone, Vec<String>>,
+    /// Which authority each zone asks first: shared by the zone's groups, so
+    /// a failover (and its log line) happens once per zone.
+    preferences: Mutex<HashMap<Zone, Preference>>,
+    stale_logged: Mutex<HashMap<AnycastName, Instant>>,
+    /// Groups with a follower running ([`Authorities::follow`]).
+    following: Mutex<HashSet<AnycastName>>,
 }
 
 impl Authorities {
@@ -133,7 +191,7 @@ impl Authorities {
         forwarder: Forwarder,
     ) -> anyhow::Result<Arc<Self>> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
+            .timeout(CLIENT_TIMEOUT)
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the authority HTTP client: {e}"))?;
         Ok(Arc::new(Self {
@@ -146,14 +204,17 @@ impl Authorities {
                 .max_capacity(1_000)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
-            stale_logged: Mutex::new(std::collections::HashMap::new()),
+            preferences: Mutex::new(HashMap::new()),
+            stale_logged: Mutex::new(HashMap::new()),
+            following: Mutex::new(HashSet::new()),
         }))
     }
 
     /// Makes sure `group` (a group name of `zone`) is known as well as it can
     /// be now; fetches it if needed. A query waits for at most one fetch
-    /// (the authority client's 2 s timeout) when nothing is cached, and at
-    /// most [`STALE_ANSWER_AFTER`] when a stale view is.
+    /// (the authority client's 2 s timeout per authority that does not
+    /// answer) when nothing is cached, and at most [`STALE_ANSWER_AFTER`]
+    /// when a stale view is.
     pub async fn ensure(self: &Arc<Self>, group: &AnycastName, zone: &LocalZone) -> Known {
         let now = Instant::now();
         let cached = self.groups.get(group).await;
@@ -164,6 +225,9 @@ impl Authorities {
         {
             if age > zone.cache_ttl.mul_f64(0.75) {
                 self.refresh_in_background(group, zone);
+                if f.pushed {
+                    self.keep_following(group, zone);
+                }
             }
             return known(f);
         }
@@ -178,6 +242,9 @@ impl Authorities {
             }
             _ => self.refresh(group, zone).await,
         };
+        if outcome.pushed {
+            self.keep_following(group, zone);
+        }
         match (&outcome.error, age(&outcome)) {
             (None, Some(age)) if age < zone.cache_ttl => known(&outcome),
             (_, Some(age)) if age <= zone.max_stale => {
@@ -193,6 +260,84 @@ impl Authorities {
                     "authority unreachable and nothing usable cached: SERVFAIL"
                 );
                 Known::Unavailable
+            }
+        }
+    }
+
+    /// Makes sure a follower runs for `group` (see [`Authorities::follow`]).
+    fn keep_following(self: &Arc<Self>, group: &AnycastName, zone: &LocalZone) {
+        let mut following = self.following.lock().unwrap_or_else(|p| p.into_inner());
+        if following.contains(group) {
+            return;
+        }
+        following.insert(group.clone());
+        let (this, group, zone) = (self.clone(), group.clone(), zone.clone());
+        tokio::spawn(async move {
+            this.follow(&group, &zone).await;
+            let mut following = this.following.lock().unwrap_or_else(|p| p.into_inner());
+            following.remove(&group);
+        });
+    }
+
+    /// Hears of `group`'s pushes as they land at the authority: asks the
+    /// zone's current authority for the group's view with its last ETag and
+    /// `wait_ms`, so that the authority answers as soon as the view changes
+    /// (a push) or after [`FOLLOW_WAIT`] with a 304, and asks again at once.
+    /// The pushed loads are adopted as by any fetch. Ends when the group is
+    /// no longer asked for (its view has not been refreshed for four
+    /// `cache_ttl`: refreshes happen only when queries come), or gone. The
+    /// regular refreshes go on beside it (freshness, failover, serve-stale);
+    /// a failing authority is left to them, and asked again here after
+    /// [`FAILURE_RECHECK`].
+    async fn follow(&self, group: &AnycastName, zone: &LocalZone) {
+        // From the view just fetched: the first request already waits.
+        let mut last: Option<Fetched> = self.groups.get(group).await;
+        loop {
+            let in_use = self
+                .groups
+                .get(group)
+                .await
+                .and_then(|f| f.at)
+                .is_some_and(|at| at.elapsed() < zone.cache_ttl.saturating_mul(4));
+            if !in_use {
+                return;
+            }
+            let urls = if zone.authorities.is_empty() {
+                self.discover(group.zone()).await.unwrap_or_default()
+            } else {
+                zone.authorities.clone()
+            };
+            if urls.is_empty() {
+                tokio::time::sleep(FAILURE_RECHECK).await;
+                continue;
+            }
+            let index = self.with_preference(group.zone(), |p| p.current_index(&urls));
+            let url = format!(
+                "{}/v1/groups/{group}?wait_ms={}",
+                urls[index],
+                FOLLOW_WAIT.as_millis()
+            );
+            let asked = Instant::now();
+            let timeout = FOLLOW_WAIT + CLIENT_TIMEOUT;
+            match self
+                .fetch_url(&url, Some(timeout), group, last.as_ref())
+                .await
+            {
+                Ok(fetched) if !fetched.found => return,
+                Ok(fetched) => {
+                    // The same view back at once: an authority that does not
+                    // hold requests (an older one). Poll gently instead.
+                    let unchanged_at_once = last.as_ref().is_some_and(|l| l.etag == fetched.etag)
+                        && asked.elapsed() < FOLLOW_WAIT / 4;
+                    last = Some(fetched);
+                    if unchanged_at_once {
+                        tokio::time::sleep(zone.cache_ttl / 2).await;
+                    }
+                }
+                Err(_) => {
+                    last = None;
+                    tokio::time::sleep(FAILURE_RECHECK).await;
+                }
             }
         }
     }
@@ -244,6 +389,7 @@ impl Authorities {
                                 at: None,
                                 etag: None,
                                 found: false,
+                                pushed: false,
                                 attempted,
                                 error: Some(error),
                             },
@@ -260,28 +406,91 @@ impl Authorities {
                 at: None,
                 etag: None,
                 found: false,
+                pushed: false,
                 attempted: Instant::now(),
                 error: Some("nothing cached".to_owned()),
             },
         }
     }
 
+    /// Asks the zone's authorities in order of preference until one answers
+    /// (the module doc says which order); the error names every failure.
     async fn fetch(
         &self,
         group: &AnycastName,
         zone: &LocalZone,
         previous: Option<&Fetched>,
     ) -> Result<Fetched, String> {
-        let base = match &zone.authority {
-            Some(url) => url.clone(),
-            None => self.discover(group.zone()).await?,
+        let urls = if zone.authorities.is_empty() {
+            self.discover(group.zone()).await?
+        } else {
+            zone.authorities.clone()
         };
+        let plan = self.with_preference(group.zone(), |p| p.plan(&urls, Instant::now()));
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for Attempt { index, timeout } in plan {
+            match self
+                .fetch_from(&urls[index], timeout, group, previous)
+                .await
+            {
+                Ok(fetched) => {
+                    let change = self.with_preference(group.zone(), |p| {
+                        p.answered(&urls, index, &failed, Instant::now())
+                    });
+                    if let Some(change) = change {
+                        change.log(group.zone());
+                    }
+                    return Ok(fetched);
+                }
+                Err(error) => failed.push((index, error)),
+            }
+        }
+        if failed.is_empty() {
+            return Err(format!("no authority for {}", group.zone()));
+        }
+        Err(failed
+            .into_iter()
+            .map(|(_, error)| error)
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    fn with_preference<T>(&self, zone: &Zone, f: impl FnOnce(&mut Preference) -> T) -> T {
+        let mut preferences = self.preferences.lock().unwrap_or_else(|p| p.into_inner());
+        f(preferences.entry(zone.clone()).or_default())
+    }
+
+    /// One authority's answer for `group`, installed: the group learned
+    /// (or forgotten, on 404) and its pushed loads adopted. `timeout`
+    /// overrides the client's.
+    async fn fetch_from(
+        &self,
+        base: &str,
+        timeout: Option<Duration>,
+        group: &AnycastName,
+        previous: Option<&Fetched>,
+    ) -> Result<Fetched, String> {
         let url = format!("{base}/v1/groups/{group}");
-        let mut request = self.client.get(&url);
+        self.fetch_url(&url, timeout, group, previous).await
+    }
+
+    /// [`Authorities::fetch_from`] at `url` (which may ask the authority to
+    /// hold the request).
+    async fn fetch_url(
+        &self,
+        url: &str,
+        timeout: Option<Duration>,
+        group: &AnycastName,
+        previous: Option<&Fetched>,
+    ) -> Result<Fetched, String> {
+        let mut request = self.client.get(url);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(etag) = previous.and_then(|p| p.etag.as_deref()) {
             request = request.header(reqwest::header::IF_NONE_MATCH, etag);
         }
-        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let response = request.send().await.map_err(|e| with_causes(&e))?;
         let now = Instant::now();
         let status = response.status();
         let etag = response
@@ -307,6 +516,7 @@ impl Authorities {
                 at: Some(now),
                 etag: None,
                 found: false,
+                pushed: false,
                 attempted: now,
                 error: None,
             });
@@ -314,13 +524,14 @@ impl Authorities {
         if !status.is_success() {
             return Err(format!("{url}: status {status}"));
         }
-        let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        let body = response.bytes().await.map_err(|e| with_causes(&e))?;
         let view: AuthorityView =
             serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
         view.spec.validate().map_err(|e| format!("{url}: {e}"))?;
         if self.membership.learn(group, Some(view.spec)).await {
             info!(%group, members = view.members.len(), "learned from the authority");
         }
+        let pushed = view.members.iter().any(|m| m.push.is_some());
         for m in view.members {
             if let Some(p) = m.push {
                 let age = Duration::try_from_secs_f64(p.age_s.max(0.0)).unwrap_or_default();
@@ -343,36 +554,41 @@ impl Authorities {
             at: Some(now),
             etag,
             found: true,
+            pushed,
             attempted: now,
             error: None,
         })
     }
 
-    /// The authority of `zone`, from its `_anycast.<zone>` TXT record.
-    async fn discover(&self, zone: &Zone) -> Result<String, String> {
-        if let Some(url) = self.discovered.get(zone).await {
-            return Ok(url);
+    /// The authorities of `zone`, from its `_anycast.<zone>` TXT records:
+    /// every `url=`, in the order of the answer.
+    async fn discover(&self, zone: &Zone) -> Result<Vec<String>, String> {
+        if let Some(urls) = self.discovered.get(zone).await {
+            return Ok(urls);
         }
         let name = Name::from_ascii(format!("_anycast.{zone}."))
             .map_err(|e| format!("_anycast.{zone}: {e}"))?;
         let answer = self.forwarder.forward(&name, RecordType::TXT).await;
-        let url = answer
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::TXT(txt) => Some(txt.txt_data.concat()),
-                _ => None,
-            })
-            .find_map(|text| {
-                String::from_utf8_lossy(&text)
-                    .strip_prefix("url=")
-                    .map(str::to_owned)
-            })
-            .ok_or_else(|| format!("no `url=` TXT record at _anycast.{zone}"))?;
-        let url = url.trim_end_matches('/').to_owned();
-        info!(%zone, %url, "authority discovered in DNS");
-        self.discovered.insert(zone.clone(), url.clone()).await;
-        Ok(url)
+        let mut urls: Vec<String> = Vec::new();
+        // A record's strings are one text (a long URL spans several).
+        let texts = answer.answers.iter().filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(txt.txt_data.concat()),
+            _ => None,
+        });
+        for text in texts {
+            if let Some(url) = String::from_utf8_lossy(&text).strip_prefix("url=") {
+                let url = url.trim_end_matches('/').to_owned();
+                if !urls.contains(&url) {
+                    urls.push(url);
+                }
+            }
+        }
+        if urls.is_empty() {
+            return Err(format!("no `url=` TXT record at _anycast.{zone}"));
+        }
+        info!(%zone, urls = %urls.join(" "), "authority discovered in DNS");
+        self.discovered.insert(zone.clone(), urls.clone()).await;
+        Ok(urls)
     }
 
     fn log_stale(&self, group: &AnycastName, error: &str, age: Duration) {
@@ -388,6 +604,139 @@ impl Authorities {
     }
 }
 
+/// One request of a fetch: which authority (an index into the zone's
+/// URLs), and a timeout overriding the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    index: usize,
+    timeout: Option<Duration>,
+}
+
+/// Which of a zone's authorities a fetch asks first. Pure: time comes in as
+/// `now`. The URLs are passed each time (discovered ones may change), so the
+/// current authority is kept as a URL, not an index.
+#[derive(Debug, Default)]
+struct Preference {
+    /// The authority that answered last, when it is not the first
+    /// (`None`: the first is current).
+    current: Option<String>,
+    /// When the first authority was last asked while it was not current,
+    /// or last failed: it is asked again [`FIRST_RECHECK`] later.
+    first_tried: Option<Instant>,
+}
+
+/// A change of a zone's current authority, to be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Change {
+    from: String,
+    to: String,
+    /// Why: the error of the authority that was current, or that the first
+    /// one answers again.
+    reason: String,
+    /// The authority that was current failed (else: back to the first).
+    failed_over: bool,
+}
+
+impl Preference {
+    fn current_index(&self, urls: &[String]) -> usize {
+        self.current
+            .as_ref()
+            .and_then(|c| urls.iter().position(|u| u == c))
+            .unwrap_or(0)
+    }
+
+    /// The order in which a fetch at `now` asks `urls`: the current
+    /// authority, then the others in the configured order; while the current
+    /// one is not the first, the first is asked before it once per
+    /// [`FIRST_RECHECK`], with [`RECHECK_TIMEOUT`].
+    fn plan(&mut self, urls: &[String], now: Instant) -> Vec<Attempt> {
+        if urls.is_empty() {
+            return Vec::new();
+        }
+        let current = self.current_index(urls);
+        let mut plan = Vec::with_capacity(urls.len());
+        let recheck_due = self
+            .first_tried
+            .is_none_or(|at| now.saturating_duration_since(at) >= FIRST_RECHECK);
+        if current != 0 && recheck_due {
+            self.first_tried = Some(now);
+            plan.push(Attempt {
+                index: 0,
+                timeout: Some(RECHECK_TIMEOUT),
+            });
+        }
+        plan.push(Attempt {
+            index: current,
+            timeout: None,
+        });
+        for index in 0..urls.len() {
+            if !plan.iter().any(|a| a.index == index) {
+                plan.push(Attempt {
+                    index,
+                    timeout: None,
+                });
+            }
+        }
+        plan
+    }
+
+    /// `urls[index]` answered at `now`, after the attempts in `failed`
+    /// (index, error) of the same fetch failed. It becomes current when it
+    /// is the first, or when the current one failed; a fetch planned before
+    /// another one changed the preference changes nothing.
+    fn answered(
+        &mut self,
+        urls: &[String],
+        index: usize,
+        failed: &[(usize, String)],
+        now: Instant,
+    ) -> Option<Change> {
+        if failed.iter().any(|(i, _)| *i == 0) {
+            self.first_tried = Some(now);
+        }
+        let current = self.current_index(urls);
+        let current_failed = failed.iter().find(|(i, _)| *i == current).map(|(_, e)| e);
+        if index == current || (index != 0 && current_failed.is_none()) {
+            return None;
+        }
+        self.current = (index != 0).then(|| urls[index].clone());
+        Some(Change {
+            from: urls[current].clone(),
+            to: urls[index].clone(),
+            reason: current_failed
+                .cloned()
+                .unwrap_or_else(|| "the first authority answers again".to_owned()),
+            failed_over: current_failed.is_some(),
+        })
+    }
+}
+
+impl Change {
+    fn log(&self, zone: &Zone) {
+        let Change {
+            from, to, reason, ..
+        } = self;
+        if self.failed_over {
+            warn!(%zone, %from, %to, %reason, "authority changed");
+        } else {
+            info!(%zone, %from, %to, %reason, "authority changed");
+        }
+    }
+}
+
+/// An HTTP client error with its causes: reqwest's own text names the URL,
+/// its causes say what went wrong (refused, closed, timed out).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn known(f: &Fetched) -> Known {
     if f.found {
         Known::Group
@@ -400,6 +749,113 @@ fn known(f: &Fetched) -> Known {
 mod tests {
     use super::*;
     use crate::view::PushView;
+
+    fn urls(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("http://a{i}:8053")).collect()
+    }
+
+    fn order(plan: &[Attempt]) -> Vec<usize> {
+        plan.iter().map(|a| a.index).collect()
+    }
+
+    fn down(index: usize) -> (usize, String) {
+        (index, format!("a{index}: connection refused"))
+    }
+
+    #[test]
+    fn the_first_authority_is_asked_first_then_the_others_in_order() {
+        let (urls, t0) = (urls(3), Instant::now());
+        let mut p = Preference::default();
+        let plan = p.plan(&urls, t0);
+        assert_eq!(order(&plan), [0, 1, 2]);
+        assert!(plan.iter().all(|a| a.timeout.is_none()));
+        assert_eq!(p.answered(&urls, 0, &[], t0), None);
+        assert_eq!(order(&p.plan(&urls, t0)), [0, 1, 2]);
+        // One authority: always it.
+        assert_eq!(order(&Preference::default().plan(&urls[..1], t0)), [0]);
+        assert!(Preference::default().plan(&[], t0).is_empty());
+    }
+
+    #[test]
+    fn a_failover_is_one_change_and_the_next_fetches_start_where_it_landed() {
+        let (urls, t0) = (urls(3), Instant::now());
+        let mut p = Preference::default();
+        // The first and second are down: the third answers, in one fetch.
+        let change = p.answered(&urls, 2, &[down(0), down(1)], t0).unwrap();
+        assert_eq!(
+            (change.from.as_str(), change.to.as_str()),
+            ("http://a0:8053", "http://a2:8053")
+        );
+        assert!(change.failed_over);
+        assert_eq!(change.reason, "a0: connection refused");
+        // Next fetches start with the third (the first just failed: no
+        // recheck yet); they change nothing.
+        let soon = t0 + FIRST_RECHECK / 2;
+        assert_eq!(order(&p.plan(&urls, soon)), [2, 0, 1]);
+        assert_eq!(p.answered(&urls, 2, &[], soon), None);
+        // The current one fails: on to the others, the first before the second.
+        let change = p.answered(&urls, 1, &[down(2), down(0)], soon).unwrap();
+        assert_eq!(
+            (change.from.as_str(), change.to.as_str()),
+            ("http://a2:8053", "http://a1:8053")
+        );
+        assert_eq!(change.reason, "a2: connection refused");
+    }
+
+    #[test]
+    fn the_first_authority_is_rechecked_once_a_second_and_preferred_when_back() {
+        let (urls, t0) = (urls(3), Instant::now());
+        let mut p = Preference::default();
+        p.answered(&urls, 1, &[down(0)], t0).unwrap();
+        assert_eq!(order(&p.plan(&urls, t0 + FIRST_RECHECK / 2)), [1, 0, 2]);
+        // A recheck is due: the first, with a short timeout, then the current.
+        let t1 = t0 + FIRST_RECHECK;
+        let plan = p.plan(&urls, t1);
+        assert_eq!(order(&plan), [0, 1, 2]);
+        assert_eq!(plan[0].timeout, Some(RECHECK_TIMEOUT));
+        assert_eq!(plan[1].timeout, None);
+        // Other fetches meanwhile (other groups of the zone) do not recheck.
+        assert_eq!(order(&p.plan(&urls, t1)), [1, 0, 2]);
+        assert_eq!(order(&p.plan(&urls, t1 + FIRST_RECHECK / 2)), [1, 0, 2]);
+        // Still down: the current one answers, nothing changes, and the
+        // next recheck is a second after this one.
+        assert_eq!(p.answered(&urls, 1, &[down(0)], t1), None);
+        let t2 = t1 + FIRST_RECHECK;
+        assert_eq!(order(&p.plan(&urls, t2)), [0, 1, 2]);
+        // Back: the first answers its recheck and is current again.
+        let change = p.answered(&urls, 0, &[], t2).unwrap();
+        assert_eq!(
+            (change.from.as_str(), change.to.as_str()),
+            ("http://a1:8053", "http://a0:8053")
+        );
+        assert!(!change.failed_over);
+        assert_eq!(change.reason, "the first authority answers again");
+        assert_eq!(p.current, None);
+        let plan = p.plan(&urls, t2 + FIRST_RECHECK * 5);
+        assert_eq!(order(&plan), [0, 1, 2]);
+        assert!(plan.iter().all(|a| a.timeout.is_none()));
+    }
+
+    #[test]
+    fn a_fetch_planned_before_a_change_does_not_undo_it() {
+        let (urls, t0) = (urls(2), Instant::now());
+        let mut p = Preference::default();
+        p.answered(&urls, 1, &[down(0)], t0).unwrap();
+        // Group A rechecks the first, which is back; group B, planned
+        // earlier, got its answer from the second without any failure.
+        assert!(p.answered(&urls, 0, &[], t0 + FIRST_RECHECK).is_some());
+        assert_eq!(p.answered(&urls, 1, &[], t0 + FIRST_RECHECK), None);
+        assert_eq!(order(&p.plan(&urls, t0 + FIRST_RECHECK)), [0, 1]);
+    }
+
+    #[test]
+    fn a_current_authority_no_longer_listed_falls_back_to_the_first() {
+        let (urls, t0) = (urls(3), Instant::now());
+        let mut p = Preference::default();
+        p.answered(&urls, 2, &[down(0), down(1)], t0).unwrap();
+        // Discovery now lists two: the current one is gone.
+        assert_eq!(order(&p.plan(&urls[..2], t0)), [0, 1]);
+    }
 
     #[test]
     fn a_local_resolver_reads_the_load_the_authority_shows() {

@@ -21,10 +21,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::estimate::{Calibration, LoadModel};
+pub use crate::etcd::{EtcdAuth, EtcdConfig};
 use crate::groups::{AnswerMode, GroupSpec, Member, default_probe_url};
 pub use crate::groups::{LocalZone, ZoneConfig, ZoneRole};
+pub use crate::https::TlsFiles;
 pub use crate::push::{PushConfig, PushLimit};
 use crate::select::Pick;
+pub use anycast_daemon::tls::{ClientTls, Pem};
 
 /// Why a group spelled like a zone is refused (config and admin alike).
 pub fn shadowed(group: &AnycastName, zone: &Zone) -> String {
@@ -56,15 +59,36 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Resolver-wide probe settings.
     pub probe: ProbeConfig,
+    /// Where runtime changes to membership are kept.
+    pub membership: MembershipStore,
+}
+
+/// Where runtime changes to membership are kept (`[membership] store`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MembershipStore {
+    /// This resolver's state file (`[admin] state_file`).
+    #[default]
+    File,
+    /// etcd, shared by a fleet of resolvers; the state file, if any, caches it.
+    Etcd(EtcdConfig),
 }
 
 /// Resolver-wide probe settings (per-group ones are in the group).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeConfig {
     /// The local address probes are sent from, on a host with several; the
     /// path probed should be the one this resolver's clients use.
     pub source: Option<IpAddr>,
+    /// For `https://` probe URLs: CAs the members' certificates may chain
+    /// to, besides the system's roots.
+    pub tls: ClientTls,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawProbe {
+    source: Option<IpAddr>,
+    ca_file: Option<Spanned<PathBuf>>,
 }
 
 /// DNS transport settings.
@@ -89,6 +113,8 @@ pub struct DnsConfig {
 pub struct HttpConfig {
     /// Loopback by default: the API it will carry is for operators.
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Forwarding settings.
@@ -126,6 +152,8 @@ pub struct AdminConfig {
     /// The token agents present to add their own server to a group
     /// (self-registration); `None` turns it off.
     pub join_token: Option<String>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -167,6 +195,7 @@ impl Config {
             push,
             admin,
             probe,
+            membership,
             zones: raw_zones,
             groups: raw_groups,
         } = raw;
@@ -193,8 +222,17 @@ impl Config {
             },
         };
 
+        let mut upstreams = Vec::new();
+        for upstream in forward.upstreams {
+            let span = upstream.span();
+            let Upstream(address) = upstream.into_inner();
+            if let Some(own) = own_listener(&dns.listen, address) {
+                return Err(err(span, forwarding_loop(address, own)));
+            }
+            upstreams.push(address);
+        }
         let forward = ForwardConfig {
-            upstreams: forward.upstreams.into_iter().map(|u| u.0).collect(),
+            upstreams,
             allow: forward.allow,
             cache_size: forward.cache_size,
             timeout: positive_duration(source, forward.timeout)?,
@@ -256,22 +294,9 @@ impl Config {
                     ZoneRole::Authoritative
                 }
                 RawRole::Local => {
-                    let authority = match raw.authority {
-                        Some(url) => {
-                            let url_span = url.span();
-                            let url = url.into_inner();
-                            if !url.starts_with("http://") {
-                                return Err(err(
-                                    url_span,
-                                    format!("{url:?} is not an http:// URL"),
-                                ));
-                            }
-                            Some(url.trim_end_matches('/').to_owned())
-                        }
-                        None => None,
-                    };
+                    let authorities = RawAuthorities::check(raw.authority, source)?;
                     ZoneRole::Local(LocalZone {
-                        authority,
+                        authorities,
                         cache_ttl: positive_duration(source, raw.cache_ttl)?,
                         max_stale: positive_duration(source, raw.max_stale)?,
                     })
@@ -426,6 +451,7 @@ impl Config {
                 };
                 Some(AdminConfig {
                     listen: a.listen,
+                    tls: tls_files(a.tls_cert_file, a.tls_key_file, &err)?,
                     token: read_token(&a.token_file, "admin token")?,
                     state_file: a.state_file,
                     join_token: match &a.join_token_file {
@@ -436,10 +462,28 @@ impl Config {
             }
         };
 
+        let membership = membership_store(membership, &err)?;
+        let probe = ProbeConfig {
+            source: probe.source,
+            tls: match probe.ca_file {
+                None => ClientTls::default(),
+                Some(file) => {
+                    let span = file.span();
+                    let tls = ClientTls {
+                        ca: Some(read_pem(file, &err)?),
+                        identity: None,
+                    };
+                    tls.check().map_err(|why| err(span, why))?;
+                    tls
+                }
+            },
+        };
+
         Ok(Config {
             dns,
             http: HttpConfig {
                 listen: http.listen,
+                tls: tls_files(http.tls_cert_file, http.tls_key_file, &err)?,
             },
             forward,
             push,
@@ -447,13 +491,240 @@ impl Config {
             groups,
             admin,
             probe,
+            membership,
         })
     }
 }
 
+/// Checks `[membership]`.
+fn membership_store(
+    raw: RawMembership,
+    err: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<MembershipStore, ConfigError> {
+    if *raw.store.get_ref() == RawStore::File {
+        let etcd_only = [
+            (
+                "endpoints",
+                (!raw.endpoints.get_ref().is_empty()).then(|| raw.endpoints.span()),
+            ),
+            ("prefix", raw.prefix.as_ref().map(Spanned::span)),
+            ("user", raw.user.as_ref().map(Spanned::span)),
+            (
+                "password_file",
+                raw.password_file.as_ref().map(Spanned::span),
+            ),
+        ];
+        if let Some((field, Some(span))) = etcd_only.into_iter().find(|(_, span)| span.is_some()) {
+            return Err(err(
+                span,
+                format!("`{field}` goes only with store = \"etcd\""),
+            ));
+        }
+        return Ok(MembershipStore::File);
+    }
+    if raw.endpoints.get_ref().is_empty() {
+        return Err(err(
+            raw.store.span(),
+            "store = \"etcd\" needs `endpoints`, the etcd client URLs (e.g. [\"http://127.0.0.1:2379\"])"
+                .into(),
+        ));
+    }
+    let mut endpoints = Vec::new();
+    for endpoint in raw.endpoints.into_inner() {
+        let text = endpoint.get_ref().trim_end_matches('/');
+        let url = reqwest::Url::parse(text)
+            .map_err(|e| err(endpoint.span(), format!("{text:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.host().is_none()
+            || url.path() != "/"
+            || url.port().is_none()
+        {
+            return Err(err(
+                endpoint.span(),
+                format!(
+                    "{text:?} is not an etcd client URL such as \"http://127.0.0.1:2379\" or \"https://10.0.0.1:2379\""
+                ),
+            ));
+        }
+        if endpoints
+            .first()
+            .is_some_and(|first: &String| !first.starts_with(&format!("{}:", url.scheme())))
+        {
+            return Err(err(
+                endpoint.span(),
+                "every endpoint takes the same scheme: all http:// or all https://".into(),
+            ));
+        }
+        endpoints.push(text.to_owned());
+    }
+    let prefix = match raw.prefix {
+        Some(prefix) if prefix.get_ref().is_empty() => {
+            return Err(err(
+                prefix.span(),
+                "the prefix must not be empty: the resolver would read the whole keyspace".into(),
+            ));
+        }
+        Some(prefix) => prefix.into_inner(),
+        None => DEFAULT_ETCD_PREFIX.to_owned(),
+    };
+    let auth = match (raw.user, raw.password_file) {
+        (None, None) => None,
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(file.get_ref()).map_err(|e| {
+                err(
+                    file.span(),
+                    format!(
+                        "cannot read the etcd password file {}: {e}",
+                        file.get_ref().display()
+                    ),
+                )
+            })?;
+            Some(EtcdAuth {
+                user: user.into_inner(),
+                password: password.trim_end_matches(['\r', '\n']).to_owned(),
+            })
+        }
+        (Some(user), None) => {
+            return Err(err(user.span(), "`user` needs `password_file`".into()));
+        }
+        (None, Some(file)) => {
+            return Err(err(file.span(), "`password_file` needs `user`".into()));
+        }
+    };
+    let https = endpoints.iter().all(|e| e.starts_with("https:"));
+    let pem = |file: Option<Spanned<PathBuf>>,
+               what: &str|
+     -> Result<Option<(Pem, std::ops::Range<usize>)>, ConfigError> {
+        let Some(file) = file else {
+            return Ok(None);
+        };
+        if !https {
+            return Err(err(
+                file.span(),
+                format!("`{what}` goes only with https:// endpoints"),
+            ));
+        }
+        let span = file.span();
+        Ok(Some((read_pem(file, err)?, span)))
+    };
+    let ca = pem(raw.ca_file, "ca_file")?;
+    let identity = match (
+        pem(raw.cert_file, "cert_file")?,
+        pem(raw.key_file, "key_file")?,
+    ) {
+        (None, None) => None,
+        (Some((mut cert, span)), Some((key, _))) => {
+            cert.text.extend_from_slice(b"\n");
+            cert.text.extend_from_slice(&key.text);
+            Some((cert, span))
+        }
+        (Some((_, span)), None) => return Err(err(span, "`cert_file` needs `key_file`".into())),
+        (None, Some((_, span))) => return Err(err(span, "`key_file` needs `cert_file`".into())),
+    };
+    // Each file is checked here, with its line, not at the first request.
+    let check = |tls: ClientTls, span: &std::ops::Range<usize>| {
+        tls.check().map_err(|why| err(span.clone(), why))
+    };
+    if let Some((pem, span)) = &ca {
+        check(
+            ClientTls {
+                ca: Some(pem.clone()),
+                identity: None,
+            },
+            span,
+        )?;
+    }
+    if let Some((pem, span)) = &identity {
+        check(
+            ClientTls {
+                ca: None,
+                identity: Some(pem.clone()),
+            },
+            span,
+        )?;
+    }
+    Ok(MembershipStore::Etcd(EtcdConfig {
+        endpoints,
+        prefix,
+        auth,
+        tls: ClientTls {
+            ca: ca.map(|(pem, _)| pem),
+            identity: identity.map(|(pem, _)| pem),
+        },
+    }))
+}
+
+/// A listener's `tls_cert_file` and `tls_key_file`: both or neither, and
+/// they must load (a chain, and the key that matches it).
+fn tls_files(
+    cert: Option<Spanned<PathBuf>>,
+    key: Option<Spanned<PathBuf>>,
+    err: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let span = cert.span();
+            let files = TlsFiles {
+                cert: cert.into_inner(),
+                key: key.into_inner(),
+            };
+            files.load().map_err(|why| err(span, why))?;
+            Ok(Some(files))
+        }
+        (Some(cert), None) => Err(err(
+            cert.span(),
+            "`tls_cert_file` needs `tls_key_file`".into(),
+        )),
+        (None, Some(key)) => Err(err(
+            key.span(),
+            "`tls_key_file` needs `tls_cert_file`".into(),
+        )),
+    }
+}
+
+/// Reads a PEM file named in the config; the error has its line.
+fn read_pem(
+    file: Spanned<PathBuf>,
+    err: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<Pem, ConfigError> {
+    let span = file.span();
+    Pem::read(file.get_ref()).map_err(|why| err(span, why))
+}
+
+/// The etcd keys of membership start with this unless `prefix` says.
+pub const DEFAULT_ETCD_PREFIX: &str = "/anycast/";
+
 /// An upstream written as `"IP"` (port 53) or `"IP:port"`.
 #[derive(Debug, Clone, Copy)]
 struct Upstream(SocketAddr);
+
+/// The listener among `listen` that receives what is sent to `to`: the same
+/// address and port, or the port on a wildcard listener and a local address
+/// (loopback, or the wildcard itself).
+fn own_listener(listen: &[SocketAddr], to: SocketAddr) -> Option<SocketAddr> {
+    listen.iter().copied().find(|l| {
+        l.port() == to.port()
+            && (l.ip() == to.ip()
+                || (l.ip().is_unspecified() && (to.ip().is_loopback() || to.ip().is_unspecified())))
+    })
+}
+
+fn forwarding_loop(upstream: SocketAddr, own: SocketAddr) -> String {
+    format!(
+        "upstream {upstream} is this resolver's own [dns] listen address {own}: forwarded \
+         queries would come back to it; name the DNS server it should forward to (the one \
+         /etc/resolv.conf named before)"
+    )
+}
+
+/// Why forwarding to `upstreams` would come back to a resolver listening
+/// on `listen`, if it would.
+pub fn forwarding_loop_among(upstreams: &[SocketAddr], listen: &[SocketAddr]) -> Option<String> {
+    upstreams
+        .iter()
+        .find_map(|u| own_listener(listen, *u).map(|own| forwarding_loop(*u, own)))
+}
 
 impl<'de> Deserialize<'de> for Upstream {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -484,11 +755,49 @@ struct RawConfig {
     push: RawPush,
     admin: Option<RawAdmin>,
     #[serde(default)]
-    probe: ProbeConfig,
+    probe: RawProbe,
     #[serde(default, rename = "zone")]
     zones: Vec<RawZone>,
     #[serde(default, rename = "group")]
     groups: Vec<RawGroup>,
+    #[serde(default)]
+    membership: RawMembership,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMembership {
+    store: Spanned<RawStore>,
+    endpoints: Spanned<Vec<Spanned<String>>>,
+    prefix: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+}
+
+impl Default for RawMembership {
+    fn default() -> Self {
+        Self {
+            store: spanned(RawStore::File),
+            endpoints: spanned(Vec::new()),
+            prefix: None,
+            user: None,
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawStore {
+    #[default]
+    File,
+    Etcd,
 }
 
 #[derive(Deserialize)]
@@ -520,12 +829,16 @@ impl Default for RawDns {
 #[serde(deny_unknown_fields, default)]
 struct RawHttp {
     listen: SocketAddr,
+    tls_cert_file: Option<Spanned<PathBuf>>,
+    tls_key_file: Option<Spanned<PathBuf>>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -533,7 +846,7 @@ impl Default for RawHttp {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawForward {
-    upstreams: Vec<Upstream>,
+    upstreams: Vec<Spanned<Upstream>>,
     allow: Vec<IpNet>,
     cache_size: u64,
     timeout: Spanned<HumanDuration>,
@@ -563,6 +876,8 @@ struct RawAdmin {
     token_file: Spanned<PathBuf>,
     state_file: PathBuf,
     join_token_file: Option<Spanned<PathBuf>>,
+    tls_cert_file: Option<Spanned<PathBuf>>,
+    tls_key_file: Option<Spanned<PathBuf>>,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -615,11 +930,90 @@ struct RawZone {
     negative_ttl: u32,
     #[serde(default)]
     role: RawRole,
-    authority: Option<Spanned<String>>,
+    authority: Option<Spanned<RawAuthorities>>,
     #[serde(default = "default_cache_ttl")]
     cache_ttl: Spanned<HumanDuration>,
     #[serde(default = "default_max_stale")]
     max_stale: Spanned<HumanDuration>,
+}
+
+/// A local zone's `authority`: one URL, or a list of them in order of
+/// preference (each element keeps its own span, so an error names its line).
+enum RawAuthorities {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawAuthorities {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Not `#[serde(untagged)]`: it buffers the value and so loses the
+        // elements' spans, and its error names neither form.
+        struct Urls;
+        impl<'de> serde::de::Visitor<'de> for Urls {
+            type Value = RawAuthorities;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an http:// URL or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<Self::Value, E> {
+                Ok(RawAuthorities::One(url.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element()? {
+                    urls.push(url);
+                }
+                Ok(RawAuthorities::Many(urls))
+            }
+        }
+        d.deserialize_any(Urls)
+    }
+}
+
+impl RawAuthorities {
+    /// The base URLs, checked (http://, no duplicates) where each is written.
+    fn check(
+        raw: Option<Spanned<RawAuthorities>>,
+        source: &Source,
+    ) -> Result<Vec<String>, ConfigError> {
+        let err =
+            |span: std::ops::Range<usize>, message: String| source.error_at(Some(span), message);
+        let mut authorities: Vec<String> = Vec::new();
+        let Some(raw) = raw else {
+            return Ok(authorities);
+        };
+        let list_span = raw.span();
+        let urls = match raw.into_inner() {
+            RawAuthorities::One(url) => vec![Spanned::new(list_span.clone(), url)],
+            RawAuthorities::Many(urls) => urls,
+        };
+        if urls.is_empty() {
+            return Err(err(
+                list_span,
+                "list at least one authority URL (or leave `authority` out to find the \
+                 authorities in DNS)"
+                    .into(),
+            ));
+        }
+        for url in urls {
+            let url_span = url.span();
+            let url = url.into_inner();
+            if !url.starts_with("http://") {
+                return Err(err(url_span, format!("{url:?} is not an http:// URL")));
+            }
+            let url = url.trim_end_matches('/').to_owned();
+            if authorities.contains(&url) {
+                return Err(err(url_span, format!("authority {url} is listed twice")));
+            }
+            authorities.push(url);
+        }
+        Ok(authorities)
+    }
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -801,6 +1195,26 @@ probe = "http://[::1]:80/p.json"
     }
 
     #[test]
+    fn forwarding_to_its_own_listener_is_refused_with_the_line() {
+        let e = error(
+            "[dns]\nlisten = [\"127.0.0.1:53\"]\n[forward]\nupstreams = [\"10.0.0.53\", \"127.0.0.1\"]\n",
+        );
+        assert!(
+            e.starts_with("test.toml:4:")
+                && e.contains("upstream 127.0.0.1:53 is this resolver's own"),
+            "{e}"
+        );
+        let e =
+            error("[dns]\nlisten = [\"0.0.0.0:53\"]\n[forward]\nupstreams = [\"127.0.0.1:53\"]\n");
+        assert!(e.contains("own [dns] listen address 0.0.0.0:53"), "{e}");
+        // Another port, or another machine, is an upstream.
+        parse("[dns]\nlisten = [\"127.0.0.1:5300\"]\n[forward]\nupstreams = [\"127.0.0.1:53\"]\n")
+            .unwrap();
+        parse("[dns]\nlisten = [\"0.0.0.0:53\"]\n[forward]\nupstreams = [\"10.0.0.53:53\"]\n")
+            .unwrap();
+    }
+
+    #[test]
     fn defaults_are_safe() {
         let c = parse("").unwrap();
         assert_eq!(
@@ -854,6 +1268,81 @@ probe = "http://[::1]:80/p.json"
     }
 
     #[test]
+    fn the_etcd_store_is_checked_with_its_line() {
+        assert_eq!(parse("").unwrap().membership, MembershipStore::File);
+        let c = parse(
+            "[membership]\nstore = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379/\", \"http://[::1]:2379\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.membership,
+            MembershipStore::Etcd(EtcdConfig {
+                endpoints: vec!["http://127.0.0.1:2379".into(), "http://[::1]:2379".into()],
+                prefix: DEFAULT_ETCD_PREFIX.into(),
+                auth: None,
+                tls: ClientTls::default(),
+            })
+        );
+
+        let e = error("[membership]\nstore = \"etcd\"\n");
+        assert!(
+            e.starts_with("test.toml:2:") && e.contains("needs `endpoints`"),
+            "{e}"
+        );
+        let e = error(
+            "[membership]\nstore = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n",
+        );
+        assert!(
+            e.starts_with("test.toml:3:") && e.contains("same scheme"),
+            "{e}"
+        );
+        let e = error(
+            "[membership]\nstore = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\"]\nca_file = \"/etc/hostname\"\n",
+        );
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("only with https://"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let e = error(&format!(
+            "[membership]\nstore = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\nca_file = \"{}\"\n",
+            junk.display()
+        ));
+        assert!(e.starts_with("test.toml:4:") && e.contains("ca.pem"), "{e}");
+        let e = error(&format!(
+            "[membership]\nstore = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\ncert_file = \"{}\"\n",
+            junk.display()
+        ));
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("needs `key_file`"),
+            "{e}"
+        );
+        let e = error("[membership]\nstore = \"etcd\"\nendpoints = [\"10.0.0.1:2379\"]\n");
+        assert!(e.starts_with("test.toml:3:"), "{e}");
+        let e =
+            error("[membership]\nstore = \"etcd\"\nendpoints = [\"http://a:1\"]\nprefix = \"\"\n");
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("must not be empty"),
+            "{e}"
+        );
+        let e = error("[membership]\nprefix = \"/x/\"\n");
+        assert!(
+            e.starts_with("test.toml:2:") && e.contains("only with store = \"etcd\""),
+            "{e}"
+        );
+        let e =
+            error("[membership]\nstore = \"etcd\"\nendpoints = [\"http://a:1\"]\nuser = \"u\"\n");
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("needs `password_file`"),
+            "{e}"
+        );
+        let e = error("[membership]\nstore = \"consul\"\n");
+        assert!(e.starts_with("test.toml:2:") && e.contains("consul"), "{e}");
+    }
+
+    #[test]
     fn a_group_spelled_like_a_zone_is_refused() {
         let e = error(
             "[[zone]]\nname = \"example.net\"\n[[zone]]\nname = \"any.example.net\"\n[[group]]\nzone = \"example.net\"\nservice = \"any\"\n",
@@ -862,6 +1351,61 @@ probe = "http://[::1]:80/p.json"
             e.starts_with("test.toml:7:") && e.contains("spelled like the zone any.example.net"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_local_zone_takes_one_authority_or_several_in_order() {
+        let local = |authority: &str| {
+            format!("[[zone]]\nname = \"a.b\"\nrole = \"local\"\nauthority = {authority}\n")
+        };
+        let authorities = |text: &str| match &parse(text).unwrap().zones[0].role {
+            ZoneRole::Local(zone) => zone.authorities.clone(),
+            ZoneRole::Authoritative => panic!("a local zone"),
+        };
+        assert_eq!(
+            authorities(&local("\"http://a:8053/\"")),
+            vec!["http://a:8053"]
+        );
+        assert_eq!(
+            authorities(&local("[\"http://b:8053\", \"http://a:8053/\"]")),
+            vec!["http://b:8053", "http://a:8053"]
+        );
+        assert!(
+            authorities("[[zone]]\nname = \"a.b\"\nrole = \"local\"\n").is_empty(),
+            "no `authority`: found in DNS"
+        );
+
+        // Each URL is checked where it is written.
+        let e = error(&local("[\n  \"http://a:8053\",\n  \"https://b:8053\",\n]"));
+        assert!(
+            e.starts_with("test.toml:6:3:") && e.contains("not an http:// URL"),
+            "{e}"
+        );
+        let e = error(&local("\"ftp://a\""));
+        assert!(
+            e.starts_with("test.toml:4:13:") && e.contains("not an http:// URL"),
+            "{e}"
+        );
+        let e = error(&local("[\n  \"http://a:8053\",\n  \"http://a:8053/\",\n]"));
+        assert!(
+            e.starts_with("test.toml:6:") && e.contains("listed twice"),
+            "{e}"
+        );
+        let e = error(&local("[]"));
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("at least one"),
+            "{e}"
+        );
+        let e = error(&local("[\"http://a:8053\", 3]"));
+        assert!(e.starts_with("test.toml:4:"), "{e}");
+        let e = error(&local("3"));
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("an http:// URL or a list of them"),
+            "{e}"
+        );
+        let e =
+            error("[[zone]]\nname = \"a.b\"\nauthority = [\"http://a:8053\", \"http://b:8053\"]\n");
+        assert!(e.contains("goes only with role"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! UDP-then-TCP. It turns a lookup into what the DNS front needs to build a
 //! response: a response code and the records of each section.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -48,6 +49,9 @@ pub struct Forwarded {
 pub struct Forwarder {
     resolver: TokioResolver,
     timeout: Duration,
+    /// Where it forwards: `[forward] upstreams`, or the system's name
+    /// servers (`/etc/resolv.conf`) when that is empty.
+    upstreams: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -62,9 +66,21 @@ impl Forwarder {
     /// Builds the forwarder; it sends nothing until asked.
     pub fn new(config: &ForwardConfig) -> Result<Self, ForwardError> {
         let provider = TokioRuntimeProvider::default();
+        let mut upstreams = config.upstreams.clone();
         let mut builder = if config.upstreams.is_empty() {
-            TokioResolver::builder(provider)
-                .map_err(|e| ForwardError::SystemConfig(e.to_string()))?
+            let (system, options) = hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| ForwardError::SystemConfig(e.to_string()))?;
+            for server in system.name_servers() {
+                for connection in &server.connections {
+                    let address = SocketAddr::new(server.ip, connection.port);
+                    if !upstreams.contains(&address) {
+                        upstreams.push(address);
+                    }
+                }
+            }
+            let mut builder = TokioResolver::builder_with_config(system, provider);
+            *builder.options_mut() = options;
+            builder
         } else {
             let servers = config
                 .upstreams
@@ -93,7 +109,14 @@ impl Forwarder {
         Ok(Self {
             resolver,
             timeout: config.timeout,
+            upstreams,
         })
+    }
+
+    /// Where it forwards (the system's name servers when `[forward]
+    /// upstreams` is empty).
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        &self.upstreams
     }
 
     /// Looks `name` up upstream (or in the cache). Never takes longer than the

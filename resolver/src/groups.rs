@@ -415,9 +415,10 @@ pub enum ZoneRole {
 /// How a local resolver reaches and caches a zone's authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalZone {
-    /// The authority's base URL, or `None` to find it in DNS (a TXT record
+    /// The authorities' base URLs, the first preferred (see the
+    /// `authority` module); empty to find them in DNS (TXT records
     /// `_anycast.<zone>` holding `url=...`).
-    pub authority: Option<String>,
+    pub authorities: Vec<String>,
     /// How long a fetched group is fresh; refreshed ahead of that.
     pub cache_ttl: Duration,
     /// How long a group is still answered from when the authority cannot be

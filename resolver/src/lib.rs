@@ -33,9 +33,11 @@ pub mod authority;
 pub mod config;
 pub mod dns;
 pub mod estimate;
+pub mod etcd;
 pub mod forward;
 pub mod groups;
 pub mod handout;
+pub mod https;
 pub mod membership;
 pub mod observe;
 pub mod probe;
@@ -55,7 +57,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, MembershipStore};
 use crate::dns::DnsFront;
 use crate::forward::Forwarder;
 use crate::groups::Directory;
@@ -84,10 +86,24 @@ struct Reloader {
     path: Option<PathBuf>,
     membership: Arc<Membership>,
     running: Config,
+    /// The listeners' certificates, read again at every reload.
+    certificates: Vec<(&'static str, Arc<https::Certificate>)>,
 }
 
 impl Reloader {
+    /// Reloads, telling systemd it is reloading, then ready again (with the
+    /// new config, or the old one if the new is refused).
     async fn reload(&self) -> Result<(), String> {
+        anycast_daemon::notify::reloading();
+        for (listener, certificate) in &self.certificates {
+            certificate.reload(listener);
+        }
+        let reloaded = self.reload_config().await;
+        anycast_daemon::notify::ready();
+        reloaded
+    }
+
+    async fn reload_config(&self) -> Result<(), String> {
         let Some(path) = &self.path else {
             return Err("the resolver was not started from a config file".to_owned());
         };
@@ -119,6 +135,7 @@ impl Reloader {
                 "[admin]",
                 format!("{:?}", config.admin) != format!("{:?}", self.running.admin),
             ),
+            ("[membership]", config.membership != self.running.membership),
         ];
         for (section, changed) in needs_restart {
             if changed {
@@ -141,20 +158,52 @@ impl Reloader {
     }
 }
 
-/// Serves an axum app on `listener` until `shutdown`.
+/// Serves an axum app on `listener` until `shutdown`: over TLS with
+/// `certificate`, else plain HTTP.
 fn serve_http(
     listener: TcpListener,
+    certificate: Option<Arc<https::Certificate>>,
     app: axum::Router,
     name: &'static str,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) {
-    tasks.spawn(async move {
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    match certificate {
+        Some(certificate) => {
+            let tls = https::listen(listener, certificate, name, shutdown.clone())
+                .map_err(|e| anyhow::anyhow!("cannot serve TLS on the {name} listener: {e}"))?;
+            // (A tap that does nothing: it gives the listener the peer's
+            // address as connect info, like the plain one.)
+            serve_app(tls.tap_io(|_| {}), app, name, shutdown, tasks);
+        }
         // Answers go out at once, not held back by Nagle's algorithm behind
         // the previous answer's ACK on a keep-alive connection.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-            let _ = stream.set_nodelay(true);
-        });
+        None => serve_app(
+            listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            }),
+            app,
+            name,
+            shutdown,
+            tasks,
+        ),
+    }
+    Ok(())
+}
+
+fn serve_app<L>(
+    listener: L,
+    app: axum::Router,
+    name: &'static str,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> std::net::SocketAddr:
+        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    tasks.spawn(async move {
         // The peer's address, for the push receiver's per-source limit.
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, app)
@@ -181,11 +230,24 @@ pub async fn run(
     // the forwarder is built, and binds them to whatever recorder is there.
     let metrics = telemetry::install();
     let forwarder = Forwarder::new(&config.forward)?;
-    let membership = Arc::new(Membership::new(
-        config.zones.clone(),
-        config.group_specs(),
-        config.admin.as_ref().map(|a| a.state_file.clone()),
-    )?);
+    if config.forward.upstreams.is_empty()
+        && let Some(problem) =
+            config::forwarding_loop_among(forwarder.upstreams(), &config.dns.listen)
+    {
+        anyhow::bail!("{problem}; /etc/resolv.conf names it: set [forward] upstreams");
+    }
+    let state_file = config.admin.as_ref().map(|a| a.state_file.clone());
+    let membership = Arc::new(match &config.membership {
+        MembershipStore::File => {
+            Membership::new(config.zones.clone(), config.group_specs(), state_file)?
+        }
+        MembershipStore::Etcd(etcd) => Membership::with_etcd(
+            config.zones.clone(),
+            config.group_specs(),
+            etcd.clone(),
+            state_file,
+        )?,
+    });
     let observations = Observations::new(config.push.clone());
     let authorities = authority::Authorities::new(
         membership.clone(),
@@ -230,19 +292,35 @@ pub async fn run(
 
     let tasks = TaskTracker::new();
     telemetry::keep_up(metrics.clone(), shutdown.clone(), &tasks);
+    {
+        let (membership, stop) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { membership.keep_in_step(stop).await });
+    }
     server::serve(listeners, front, &config.dns, shutdown.clone(), &tasks)?;
     probe::start(
         membership.subscribe(),
         observations.probes.clone(),
-        config.probe.source,
+        &config.probe,
         shutdown.clone(),
         &tasks,
     )?;
 
+    let certificate = |tls: Option<&https::TlsFiles>, name: &str| {
+        tls.map(https::Certificate::load)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("the {name} listener's TLS certificate: {e}"))
+    };
+    let http_certificate = certificate(config.http.tls.as_ref(), "http")?;
+    let admin_certificate =
+        certificate(config.admin.as_ref().and_then(|a| a.tls.as_ref()), "admin")?;
     let reloader = Arc::new(Reloader {
         path: config_path,
         membership: membership.clone(),
         running: config.clone(),
+        certificates: [("http", &http_certificate), ("admin", &admin_certificate)]
+            .into_iter()
+            .filter_map(|(name, c)| c.clone().map(|c| (name, c)))
+            .collect(),
     });
     {
         let (reloader, stop) = (reloader.clone(), shutdown.clone());
@@ -271,7 +349,14 @@ pub async fn run(
             .and_then(|a| a.join_token.as_deref())
             .map(admin::token_hash),
     });
-    serve_http(http, app, "http", shutdown.clone(), &tasks);
+    serve_http(
+        http,
+        http_certificate,
+        app,
+        "http",
+        shutdown.clone(),
+        &tasks,
+    )?;
 
     match (admin, &config.admin) {
         (Some(listener), Some(admin_config)) => {
@@ -287,10 +372,18 @@ pub async fn run(
                 &admin_config.token,
                 reload,
             ));
-            serve_http(listener, app, "admin", shutdown.clone(), &tasks);
+            serve_http(
+                listener,
+                admin_certificate,
+                app,
+                "admin",
+                shutdown.clone(),
+                &tasks,
+            )?;
         }
         _ => tracing::info!("admin API off: no [admin] section"),
     }
+    anycast_daemon::notify::ready();
 
     shutdown.cancelled().await;
     tasks.close();

@@ -24,6 +24,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = anycast_daemon::print_man_page_if_asked::<Args>() {
+        return done;
+    }
     let args = Args::parse();
     let mut config = match Config::read(&args.daemon.config) {
         Ok(config) => config,
@@ -33,6 +36,12 @@ fn main() -> ExitCode {
         }
     };
     if !args.listen.is_empty() {
+        if let Some(problem) =
+            anycast_resolver::config::forwarding_loop_among(&config.forward.upstreams, &args.listen)
+        {
+            eprintln!("error: --listen: {problem}");
+            return ExitCode::from(2);
+        }
         config.dns.listen = args.listen;
     }
     if args.daemon.check_config {

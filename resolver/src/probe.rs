@@ -16,6 +16,7 @@
 //! out, is refused, answers a non-2xx status, is too large or is not a probe
 //! file is a failure.
 
+use anycast_daemon::tls::cause_chain;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -126,21 +127,27 @@ impl ProbeBoard {
 /// changes: tasks start for new members and for groups whose settings
 /// changed, and stop for members that left. What was measured of a member
 /// stays on the board across such restarts.
-/// `source`: the local address probes are sent from (`None`: the system's
-/// choice).
+/// `settings`: the local address probes are sent from (`None`: the
+/// system's choice) and the CAs `https://` probes trust. Every probe opens a
+/// new connection (no pool), so a probe over TLS pays the handshake, as a
+/// client does.
 pub fn start(
     mut directory: watch::Receiver<Arc<Directory>>,
     board: Arc<ProbeBoard>,
-    source: Option<std::net::IpAddr>,
+    settings: &crate::config::ProbeConfig,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .redirect(reqwest::redirect::Policy::none())
-        .local_address(source)
+        .local_address(settings.source);
+    let client = settings
+        .tls
+        .apply(builder)
+        .map_err(|e| anyhow::anyhow!("cannot set up the probes' TLS: {e}"))?
         .build()
-        .map_err(|e| anyhow::anyhow!("cannot build the probe HTTP client: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot build the probe HTTP client: {}", cause_chain(&e)))?;
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
     let spawner = tasks.clone();
     tasks.spawn(async move {
@@ -250,12 +257,12 @@ pub async fn fetch(
 ) -> Result<(Duration, ProbeFile), String> {
     let start = Instant::now();
     let exchange = async {
-        let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        let mut response = client.get(url).send().await.map_err(|e| cause_chain(&e))?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| cause_chain(&e))? {
             if body.len() + chunk.len() > MAX_PROBE_BYTES {
                 return Err(format!("probe file larger than {MAX_PROBE_BYTES} bytes"));
             }

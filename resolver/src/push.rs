@@ -170,6 +170,8 @@ pub struct PushBoard {
     last_logged: Mutex<HashMap<Rejection, Instant>>,
     accepted: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
+    /// Bumped at every accepted or adopted push, for those who wait for one.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -188,7 +190,17 @@ impl PushBoard {
             last_logged: Mutex::new(HashMap::new()),
             accepted: AtomicU64::new(0),
             rejected: Default::default(),
+            changes: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// A receiver told of every push accepted or adopted from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Lets a push from `source` in by the per-source rate limit; called
@@ -345,6 +357,8 @@ impl PushBoard {
         for group in groups {
             *state.latest.get_or_insert_with(&group, server, || record) = record;
         }
+        drop(state);
+        self.changed();
         Ok(push)
     }
 
@@ -368,9 +382,14 @@ impl PushBoard {
     /// what is already here.
     pub fn adopt(&self, group: &AnycastName, member: SocketAddr, push: MemberPush) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = state.latest.get_or_insert_with(group, member, || push);
-        if push.seq >= slot.seq {
-            *slot = push;
+        let previous = state.latest.get(group, member).map(|p| p.seq);
+        if previous.is_some_and(|seq| push.seq < seq) {
+            return;
+        }
+        *state.latest.get_or_insert_with(group, member, || push) = push;
+        drop(state);
+        if previous != Some(push.seq) {
+            self.changed();
         }
     }
 

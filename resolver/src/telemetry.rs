@@ -118,6 +118,10 @@ fn describe() {
         "Forwarded lookups that failed upstream (SERVFAIL)"
     );
     describe_counter!("anycast_pushes_accepted_total", "Pushes accepted");
+    describe_gauge!(
+        "anycast_membership_store_up",
+        "1 while the etcd membership store can be reached, 0 while it cannot (etcd store only)"
+    );
     describe_counter!(
         "anycast_authority_served_stale_total",
         "Lookups of a local zone's group answered from a stale view (authority unreachable)"
@@ -216,6 +220,11 @@ fn rcode_label(rcode: ResponseCode) -> &'static str {
 /// Records an answer given from a stale view of a local zone's group.
 pub fn served_stale() {
     counter!("anycast_authority_served_stale_total").increment(1);
+}
+
+/// Records whether the membership store can be reached.
+pub fn membership_store(up: bool) {
+    gauge!("anycast_membership_store_up").set(if up { 1.0 } else { 0.0 });
 }
 
 /// Records a forwarded lookup that failed upstream.

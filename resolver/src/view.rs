@@ -12,6 +12,7 @@ use sha2::Digest;
 use crate::estimate::{Estimate, Health};
 use crate::groups::{Group, GroupSpec};
 use crate::observe::Observed;
+use crate::push::PushBoard;
 use crate::select::{Basis, EquivalentSet, Measurements, Unavailable};
 
 /// A group as explained to operators.
@@ -78,6 +79,18 @@ pub struct ProbeView {
     pub age_s: f64,
 }
 
+/// A digest of a spec and its members' pushes (sequence and state), in
+/// quotes, as an ETag.
+fn tag(
+    spec: &GroupSpec,
+    pushes: impl Iterator<Item = (String, Option<(u64, ServerState)>)>,
+) -> String {
+    let pushes: Vec<_> = pushes.collect();
+    let stable = serde_json::to_vec(&(spec, pushes)).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&stable);
+    format!("\"{}\"", hex_prefix(&digest))
+}
+
 /// A member's latest push.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct PushView {
@@ -106,14 +119,25 @@ impl GroupView {
     /// spec, or a member's push), and not when only ages and estimates move,
     /// so polling with `If-None-Match` is cheap.
     pub fn etag(&self) -> String {
-        let pushes: Vec<_> = self
-            .members
-            .iter()
-            .map(|m| (&m.endpoint, m.push.map(|p| (p.seq, p.state))))
-            .collect();
-        let stable = serde_json::to_vec(&(&self.spec, pushes)).unwrap_or_default();
-        let digest = sha2::Sha256::digest(&stable);
-        format!("\"{}\"", hex_prefix(&digest))
+        tag(
+            &self.spec,
+            self.members
+                .iter()
+                .map(|m| (m.endpoint.clone(), m.push.map(|p| (p.seq, p.state)))),
+        )
+    }
+
+    /// The [`GroupView::etag`] of the view `group` has now, without building
+    /// the view (no estimate, no set): what a held request compares at each
+    /// push.
+    pub fn etag_of(group: &Group, pushes: &PushBoard) -> String {
+        tag(
+            &group.spec,
+            group.members.iter().map(|m| {
+                let push = pushes.latest(&group.name, m.endpoint());
+                (m.endpoint().to_string(), push.map(|p| (p.seq, p.state)))
+            }),
+        )
     }
 
     /// Explains `group` for `metric`, given its equivalent set (none when
@@ -326,6 +350,54 @@ mod tests {
             age_s: 0.5,
             seq: 7,
         }
+    }
+
+    /// The tag a held request compares at each push is the tag of the view
+    /// it would send.
+    #[test]
+    fn the_tag_without_the_view_is_the_views() {
+        use crate::groups::{AnswerMode, Member};
+        use crate::observe::Observations;
+        use crate::push::{MemberPush, PushConfig, PushLimit};
+        use crate::select::{self, Family};
+        use anycast_proto::{AnycastName, Zone};
+
+        let zone = Zone::new("any.example.net").unwrap();
+        let member = |a: &str| Member::new(a.parse().unwrap());
+        let group = Group::new(
+            AnycastName::new("web", None, zone).unwrap(),
+            5,
+            AnswerMode::One,
+            vec![member("127.0.1.1:80"), member("127.0.1.2:80")],
+        );
+        let observations = Observations::new(PushConfig {
+            keys: Vec::new(),
+            window: std::time::Duration::from_secs(30),
+            limit: PushLimit::default(),
+        });
+        let view_tag = || {
+            let observed = observations.at(Instant::now());
+            let set = select::equivalent_set(&group, Metric::Rt, Family::Any, &observed);
+            GroupView::build(&group, Metric::Rt, set.as_ref(), &observed).etag()
+        };
+        let unpushed = view_tag();
+        assert_eq!(GroupView::etag_of(&group, &observations.pushes), unpushed);
+        observations.pushes.adopt(
+            &group.name,
+            "127.0.1.2:80".parse().unwrap(),
+            MemberPush {
+                state: ServerState::Up,
+                tufr_ms: Some(4.0),
+                in_flight: Some(1),
+                workers: Some(4),
+                service_ms: None,
+                seq: 9,
+                received: Instant::now(),
+            },
+        );
+        let pushed = view_tag();
+        assert_ne!(pushed, unpushed);
+        assert_eq!(GroupView::etag_of(&group, &observations.pushes), pushed);
     }
 
     #[test]

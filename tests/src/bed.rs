@@ -98,6 +98,33 @@ impl Member {
     }
 }
 
+/// A resolver config for a bed: the push key, zone `any.example.net`, and
+/// group `web` probed every [`PROBE_INTERVAL`] and expecting a push every
+/// [`HEARTBEAT`], with more of the group's settings in `settings` and its
+/// `[[group.member]]` tables in `members`. Start the resolver with
+/// `(KEY_ENV, SECRET)` in its environment.
+pub fn resolver_toml(settings: &str, members: &str) -> String {
+    format!(
+        r#"{head}
+[[push.key]]
+id = "{KEY_ID}"
+env = "{KEY_ENV}"
+
+[[zone]]
+name = "any.example.net"
+
+[[group]]
+service = "web"
+probe_interval = "{probe}ms"
+heartbeat = "{heartbeat}ms"
+{settings}
+{members}"#,
+        head = crate::harness::resolver_head(crate::harness::NO_UPSTREAM, ""),
+        probe = PROBE_INTERVAL.as_millis(),
+        heartbeat = HEARTBEAT.as_millis(),
+    )
+}
+
 /// A resolver config's `[[group.member]]` for the server at `endpoint`,
 /// with its probe file's URL.
 pub fn member_toml(endpoint: SocketAddr) -> String {
@@ -133,7 +160,19 @@ pub fn start_agent_reading_status(
     Agent::start(&toml, &[(KEY_ENV, SECRET)])
 }
 
-fn agent_toml(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> String {
+/// The config of an agent for `web` (see [`start_agent`]).
+pub fn agent_toml(web: &WebServer, docroot: &Path, resolver_http: SocketAddr) -> String {
+    agent_toml_for(web.addr(), &web.url(), docroot, resolver_http)
+}
+
+/// The config of an agent for the server at `server`, timing `url` and
+/// writing its probe file under `docroot`, with the bed's timing settings.
+pub fn agent_toml_for(
+    server: SocketAddr,
+    url: &str,
+    docroot: &Path,
+    resolver_http: SocketAddr,
+) -> String {
     format!(
         r#"
 server = "{server}"
@@ -160,8 +199,6 @@ size = 256
 min_interval = "{min_push}ms"
 heartbeat = "{heartbeat}ms"
 "#,
-        server = web.addr(),
-        url = web.url(),
         tau = TAU.as_millis(),
         probe = docroot.join(PROBE_PATH).display(),
         min_push = MIN_PUSH_INTERVAL.as_millis(),

@@ -5,12 +5,16 @@
 //! * [`authority`]: real DNS servers from Debian's packages on loopback:
 //!   NSD as an authority for zones a test writes, unbound as a reference
 //!   resolver forwarding to it.
+//! * [`etcd`]: a real etcd cluster from Debian's package on loopback, whose
+//!   members a test kills and restarts, with a small blocking client.
 //! * [`harness`]: builds and starts the real `anycast-resolver` and
 //!   `anycast-agent` binaries on a config, reads their logs, and a small
 //!   blocking DNS client (plus `dig`).
 //! * [`web`]: a test web server whose response delay the test sets, for the
 //!   agent to measure.
 //! * [`http`]: a tiny blocking HTTP client for the resolver's HTTP API.
+//! * [`nginx`]: a real nginx on loopback, in front of a test web server,
+//!   over TLS if asked; [`tls`]: a test CA and certificates.
 //! * [`faulty`]: peers that misbehave on purpose (a garbage upstream, probe
 //!   URLs that drip, flood or reset, a proxy that holds answers back), and a
 //!   process's resident memory.
@@ -19,8 +23,11 @@
 
 pub mod authority;
 pub mod bed;
+pub mod etcd;
 pub mod faulty;
 pub mod harness;
 pub mod http;
+pub mod nginx;
+pub mod tls;
 pub mod upstream;
 pub mod web;

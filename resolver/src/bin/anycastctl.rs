@@ -5,10 +5,10 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done |
-//! | 1 | refused by the resolver: bad input, no such group or member, already exists (the message says which) |
+//! | 1 | refused by the resolver: bad input, no such group or member, already exists, changed since `--if-revision` (the message says which) |
 //! | 2 | usage error (bad arguments) |
 //! | 3 | unauthorized: missing or wrong token |
-//! | 4 | the resolver could not be reached, or failed (5xx: e.g. the state file could not be written; nothing changed) |
+//! | 4 | the resolver could not be reached, or failed (5xx: e.g. the state file could not be written, or etcd cannot be reached; nothing changed) |
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 /// with the bearer token from `--token-file` or ANYCASTCTL_TOKEN. Changes are
 /// persisted by the resolver before they are acknowledged.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "anycastctl", version)]
 struct Cli {
     /// The admin API's base URL.
     #[arg(
@@ -45,6 +45,12 @@ struct Cli {
     /// Print the resolver's JSON answer instead of tables.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Make the change only if the group is still at this revision (the
+    /// `revision` that `group show` prints); refused as a conflict if it has
+    /// changed since, so an edit based on a stale read overwrites nothing.
+    #[arg(long, global = true, value_name = "REVISION")]
+    if_revision: Option<i64>,
 
     #[command(subcommand)]
     command: Command,
@@ -208,6 +214,9 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = anycast_daemon::print_man_page_if_asked::<Cli>() {
+        return done;
+    }
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(
@@ -355,6 +364,9 @@ async fn execute(cli: &Cli, token: &str) -> Result<Value, (Failure, String)> {
         .build()
         .map_err(|e| (Failure::Unreachable, e.to_string()))?;
     let mut request = client.request(method, &url).bearer_auth(token);
+    if let Some(revision) = cli.if_revision {
+        request = request.header(reqwest::header::IF_MATCH, format!("\"{revision}\""));
+    }
     if let Some(body) = body {
         request = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -416,9 +428,10 @@ fn print_answer(cli: &Cli, answer: &Value) {
         Command::Group(GroupCommand::Show { .. }) => {
             let spec = &answer["spec"];
             println!(
-                "{} ({})  ttl {}  answer {}  threshold {}  slack {} ms  pick {}  probe every {} ms",
+                "{} ({}, revision {})  ttl {}  answer {}  threshold {}  slack {} ms  pick {}  probe every {} ms",
                 text(&answer["name"]),
                 text(&answer["origin"]),
+                text(&answer["revision"]),
                 text(&spec["ttl"]),
                 text(&spec["answer"]),
                 text(&spec["threshold"]),
@@ -442,6 +455,9 @@ fn print_answer(cli: &Cli, answer: &Value) {
             }
             println!("{table}");
         }
-        _ => println!("ok: {}", text(&answer["change"])),
+        _ => match &answer["revision"] {
+            Value::Null => println!("ok: {}", text(&answer["change"])),
+            revision => println!("ok: {} (revision {revision})", text(&answer["change"])),
+        },
     }
 }

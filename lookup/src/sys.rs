@@ -1,4 +1,5 @@
-//! The few C library calls the shim makes besides the functions it wraps.
+//! The few C library calls the client side makes: the environment, `errno`
+//! and `h_errno`, randomness, a line on stderr.
 
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,9 +81,10 @@ pub fn random_below(n: usize) -> usize {
 /// Writes one line to stderr with a single `write(2)`: no lock (std's
 /// stderr lock could be held by a thread that does not exist in a forked
 /// child), no buffering.
-pub fn log_line(line: &str) {
-    let mut bytes = Vec::with_capacity(line.len() + 16);
-    bytes.extend_from_slice(b"anycast-shim: ");
+pub fn log_line(program: &str, line: &str) {
+    let mut bytes = Vec::with_capacity(program.len() + line.len() + 3);
+    bytes.extend_from_slice(program.as_bytes());
+    bytes.extend_from_slice(b": ");
     bytes.extend_from_slice(line.as_bytes());
     bytes.push(b'\n');
     let mut rest = bytes.as_slice();

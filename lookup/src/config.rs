@@ -1,5 +1,6 @@
-//! The shim's configuration: a small `key = value` file, overridden key by key
-//! by `ANYCAST_*` environment variables. Read once, when the library loads.
+//! The client side's configuration (the shim's and the NSS module's): a small
+//! `key = value` file, overridden key by key by `ANYCAST_*` environment
+//! variables. Read once, when the library loads or on its first lookup.
 //!
 //! Parsing is pure ([`Config::from_sources`]): the caller hands in the file's
 //! text and a lookup for the environment, so tests need neither.
@@ -51,9 +52,12 @@ impl Filter {
     }
 }
 
-/// Everything the shim reads at load time.
+/// Everything the shim or the NSS module reads at load time.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Which library this is, the prefix of its lines on stderr
+    /// (`anycast-shim`, `anycast-nss`).
+    pub program: &'static str,
     /// The anycast resolver; `Err` holds why the configured value is unusable
     /// (anycast lookups then fail with `EAI_FAIL` rather than go elsewhere).
     pub resolver: Result<SocketAddr, String>,
@@ -76,6 +80,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            program: "anycast",
             resolver: DEFAULT_RESOLVER
                 .parse()
                 .map_err(|e| format!("bad default resolver: {e}")),
@@ -106,15 +111,21 @@ pub const CONFIG_ENV: &str = "ANYCAST_CONFIG";
 
 impl Config {
     /// Reads the environment (with `secure_getenv`) and the config file it
-    /// names, or the default one.
-    pub fn load() -> Config {
+    /// names, or the default one, for `program` (the prefix of its lines).
+    pub fn load(program: &'static str) -> Config {
         let env = |name: &str| crate::sys::secure_getenv(name);
         let path = env(CONFIG_ENV).unwrap_or_else(|| DEFAULT_CONFIG_PATH.to_owned());
         let (file, file_warning) = read_file(&path);
         let mut config =
             Config::from_sources(file.as_deref().map(|text| (path.as_str(), text)), env);
         config.warnings.extend(file_warning);
+        config.program = program;
         config
+    }
+
+    /// Writes one line to stderr, prefixed with the program.
+    pub fn log(&self, line: &str) {
+        crate::sys::log_line(self.program, line);
     }
 
     /// Builds the configuration from the file's text (with its path, for
@@ -281,6 +292,39 @@ mod tests {
         assert_eq!((c.set, c.filter, c.debug), (false, Filter::None, false));
         assert!(c.warnings.is_empty());
         assert!(!c.wants_set());
+    }
+
+    /// `configs/shim.conf` documents every key with its default: with the
+    /// commented-out settings turned on, it parses without a warning to the
+    /// defaults (the zone aside, which has none).
+    #[test]
+    fn the_example_file_documents_every_key_and_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/shim.conf");
+        let text = std::fs::read_to_string(path).unwrap();
+        let settings: String = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.split_once(" = ")
+                    .is_some_and(|(key, _)| KEYS.iter().any(|(k, _)| *k == key))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let documented: Vec<&str> = settings
+            .lines()
+            .filter_map(|l| l.split(" = ").next())
+            .collect();
+        let mut keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        let mut sorted = documented.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, keys, "every key documented once");
+        let c = Config::from_sources(Some((path, &settings)), env(&[]));
+        let d = Config::default();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.resolver, d.resolver);
+        assert_eq!((c.timeout, c.attempts), (d.timeout, d.attempts));
+        assert_eq!((c.set, c.filter, c.debug), (d.set, d.filter, d.debug));
     }
 
     #[test]

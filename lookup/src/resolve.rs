@@ -85,7 +85,7 @@ pub fn resolve(config: &Config, name: &[u8], want: Want) -> Result<Resolved, Fai
             }
             Err(f) => format!("{shown} ({want:?}) -> {f:?} in {:?}", start.elapsed()),
         };
-        sys::log_line(&line);
+        config.log(&line);
     }
     result
 }
