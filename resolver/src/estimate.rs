@@ -188,23 +188,24 @@ impl PushedLoad {
     pub fn predicted_server_ms(&self, handed: &Handed) -> Option<QueueEstimate> {
         let tufr = self.tufr_ms?;
         let service = self.service_ms.unwrap_or(tufr).min(tufr).max(0.0);
-        Some(match (self.in_flight, self.workers) {
+        let (queue, server_ms) = match (self.in_flight, self.workers) {
             (Some(in_flight), Some(workers)) if workers > 0 => {
                 let queue = (f64::from(in_flight) + handed.since_push).max(0.0);
                 let c = f64::from(workers);
                 let waiting = (queue + 1.0 - c).max(0.0);
-                QueueEstimate {
-                    queue: Some(queue),
-                    since_push: handed.since_push,
-                    server_ms: service + waiting * service / c,
-                }
+                (Some(queue), service + waiting * service / c)
             }
-            (_, workers) => QueueEstimate {
-                queue: None,
-                since_push: handed.since_push,
-                server_ms: tufr
-                    + handed.since_push.max(0.0) * service / f64::from(workers.unwrap_or(1).max(1)),
-            },
+            (_, workers) => (
+                None,
+                tufr + handed.since_push.max(0.0) * service
+                    / f64::from(workers.unwrap_or(1).max(1)),
+            ),
+        };
+        Some(QueueEstimate {
+            queue,
+            since_push: handed.since_push,
+            server_ms,
+            added_ms: (server_ms - service).max(0.0),
         })
     }
 }
@@ -220,6 +221,13 @@ pub struct QueueEstimate {
     pub since_push: f64,
     /// The time a request answered now will spend in the server.
     pub server_ms: f64,
+    /// The wait a request answered now adds to the requests that will
+    /// arrive behind it while this queue lasts: as much as its own wait
+    /// (`server_ms` less the service time). A wait that grows by one
+    /// departure interval per request is a linear latency, and the marginal
+    /// cost of a linear latency `l(x) = a + b x` is `l(x) + b x`: the
+    /// requester's own time plus as much again of queueing for the others.
+    pub added_ms: f64,
 }
 
 /// One successful probe.
@@ -250,6 +258,12 @@ pub enum Source {
 pub struct Estimate {
     /// Estimated response time (metric `rt`), milliseconds.
     pub rt_ms: Option<f64>,
+    /// What selection ranks the member by for `rt`, milliseconds: with the
+    /// queue model, the response time plus the wait an answer adds to the
+    /// requests after it at the server ([`QueueEstimate::added_ms`]), so
+    /// that a queue is shared out as the clients' mean time, not each
+    /// request's own, wants; otherwise `rt_ms`.
+    pub rank_ms: Option<f64>,
     /// The time in the server (metric `load`), milliseconds: the pushed,
     /// fresh TUFR, or what the queue model predicts.
     pub load_ms: Option<f64>,
@@ -499,20 +513,26 @@ impl MemberEstimator {
             _ => None,
         };
         let server_ms = queue.map(|q| q.server_ms).or(fresh_tufr);
-        let calibrated = match (queue, self.config.calibration, self.fit) {
+        let response = |server_ms: f64| match (queue, self.config.calibration, self.fit) {
             // The queue model's time in the server is in the server's own
             // units: one for one, on the path alone.
-            (Some(q), Calibration::Affine, Some(fit)) => Some(fit.base_one_ms + q.server_ms),
-            _ => server_ms.and_then(calibrate),
+            (Some(_), Calibration::Affine, Some(fit)) => Some(fit.base_one_ms + server_ms),
+            _ => calibrate(server_ms),
         };
+        let calibrated = server_ms.and_then(response);
         let (rt_ms, source) = match (calibrated, self.path_ms, server_ms) {
             (Some(rt), _, _) => (Some(rt), Source::Hybrid),
             (None, Some(path), _) => (Some(path), Source::ProbeOnly),
             (None, None, Some(server)) => (Some(server), Source::PushOnly),
             (None, None, None) => (None, Source::None),
         };
+        let rank_ms = match queue {
+            Some(q) if source == Source::Hybrid => response(q.server_ms + q.added_ms),
+            _ => rt_ms,
+        };
         Estimate {
             rt_ms,
+            rank_ms,
             load_ms: server_ms,
             path_ms: self.path_ms,
             sf: self.sf,
@@ -975,6 +995,33 @@ mod queue_tests {
             });
             assert_eq!(est.rt_ms, Some(expected), "{model:?}");
         }
+    }
+
+    #[test]
+    fn the_rank_adds_the_wait_an_answer_makes_the_later_requests_wait() {
+        let t0 = Instant::now();
+        let probe = ProbeSample {
+            rt_ms: 50.0,
+            tufr_ms: Some(20.0),
+        };
+        let rank = |model, push: &PushedLoad, handed: f64| {
+            let mut e = MemberEstimator::new(EstimatorConfig {
+                load_model: model,
+                ..EstimatorConfig::default()
+            });
+            e.probe_ok(probe, t0);
+            let est = e.estimate(Some(push), t0, |_| since(handed));
+            (est.rt_ms.unwrap(), est.rank_ms.unwrap())
+        };
+        // Base 30 ms, service 20 ms, four workers. Nine in the server: this
+        // request waits 30 ms, and each request after it while the queue
+        // lasts waits 5 ms longer for it, 30 ms in all.
+        let busy = queue(Some(4), Some(4));
+        assert_eq!(rank(LoadModel::Queue, &busy, 5.0), (80.0, 110.0));
+        // A worker free: nobody waits for it; the rank is the response time.
+        assert_eq!(rank(LoadModel::Queue, &busy, -2.0), (50.0, 50.0));
+        // The paper's model ranks by the response time it estimates.
+        assert_eq!(rank(LoadModel::Pushed, &busy, 5.0), (60.0, 60.0));
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl MemberStatus {
     /// The member's value for a measured metric.
     pub fn value(&self, metric: Metric) -> Option<f64> {
         match metric {
-            Metric::Rt => self.estimate.rt_ms,
+            Metric::Rt => self.estimate.rank_ms,
             Metric::Load => self.estimate.load_ms,
             Metric::Path => self.estimate.path_ms,
             Metric::Rr | Metric::Random | Metric::Cost => None,
@@ -149,6 +149,7 @@ impl Measurements for Unmeasured {
             unavailable: None,
             estimate: Estimate {
                 rt_ms: None,
+                rank_ms: None,
                 load_ms: None,
                 path_ms: None,
                 sf: None,
@@ -393,6 +394,7 @@ mod tests {
         fn rt(mut self, addr: &str, rt: f64) -> Self {
             let mut s = Unmeasured.status(&group(vec![]), &member(addr, 0));
             s.estimate.rt_ms = Some(rt);
+            s.estimate.rank_ms = Some(rt);
             s.estimate.source = Source::Hybrid;
             self.0.insert(addr.parse().unwrap(), s);
             self
@@ -439,6 +441,20 @@ mod tests {
         assert_eq!(picks, ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"]);
     }
 
+    #[test]
+    fn rt_forms_the_set_on_the_rank_not_on_the_own_time() {
+        // The nearer member would answer this request sooner (50 against 90
+        // ms), but its queue would make the requests after it wait 70 ms
+        // more: the farther one costs the clients less.
+        let g = group(vec![member("10.0.0.1", 0), member("10.0.0.2", 0)]);
+        let mut measured = Fixed::default().rt("10.0.0.1", 50.0).rt("10.0.0.2", 90.0);
+        let near = measured.0.get_mut(&"10.0.0.1".parse().unwrap()).unwrap();
+        near.estimate.rank_ms = Some(120.0);
+        let set = equivalent_set(&g, Metric::Rt, Family::V4, &measured).unwrap();
+        assert_eq!(set.members.len(), 1);
+        assert_eq!(set.members[0].address.to_string(), "10.0.0.2");
+        assert_eq!(set.values, [Some(90.0)]);
+    }
     #[test]
     fn cost_picks_only_the_cheapest() {
         let g = group(vec![
