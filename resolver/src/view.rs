@@ -268,10 +268,11 @@ impl GroupView {
             };
             let queue = m.estimate.queue.map_or(String::new(), |q| {
                 format!(
-                    " queue={} since_push={:+.1} server_ms={:.1}",
+                    " queue={} since_push={:+.1} server_ms={:.1} added_ms={:.1}",
                     ms(q.queue),
                     q.since_push,
-                    q.server_ms
+                    q.server_ms,
+                    q.added_ms
                 )
             });
             lines.push(format!(
