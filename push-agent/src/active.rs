@@ -3,7 +3,9 @@
 //! The agent sits beside the server, so the request crosses only loopback:
 //! the time from sending it to the first response byte (the response head)
 //! is the server's time until first read plus a negligible constant. A
-//! timeout, a refused connection or a 5xx status is a failed measurement.
+//! timeout, a refused connection or a 5xx status is a failed measurement;
+//! a refused connection is also conclusive ([`Sample::Refused`]): nothing
+//! listens.
 //!
 //! A loaded server makes the measurement itself wait in the queue it
 //! measures: the answer arrives only after the queue has drained, so the
@@ -96,11 +98,15 @@ pub async fn measure(
                 previous = Some(tufr);
                 Sample::Tufr(tufr)
             }
-            Err(reason) => {
-                debug!(url = %config.url, %reason, "measurement failed");
+            Err(failure) => {
+                debug!(url = %config.url, reason = %failure.reason, "measurement failed");
                 early = false;
                 previous = None;
-                Sample::Failed
+                if failure.refused {
+                    Sample::Refused
+                } else {
+                    Sample::Failed
+                }
             }
         };
         if samples.send(sample).await.is_err() {
@@ -109,26 +115,74 @@ pub async fn measure(
     }
 }
 
+/// Why a measurement failed.
+struct Failure {
+    /// For the log, with its causes.
+    reason: String,
+    /// The connection was refused.
+    refused: bool,
+}
+
+/// Whether `error` or one of its causes is a refused connection.
+fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
 /// One timed request: the time to the response head.
 async fn time_once(
     client: &reqwest::Client,
     url: &str,
     timeout: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, Failure> {
     let start = Instant::now();
     let response = client
         .get(url)
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure {
+            refused: refused(&e),
+            reason: format!("{:#}", anyhow::Error::from(e)),
+        })?;
     let tufr = start.elapsed();
     let status = response.status();
     // Read the body so the connection can be reused; a huge body is not
     // this measurement's business, so stop at the timeout.
     let _ = tokio::time::timeout(timeout, response.bytes()).await;
     if status.is_server_error() {
-        return Err(format!("status {status}"));
+        return Err(Failure {
+            reason: format!("status {status}"),
+            refused: false,
+        });
     }
     Ok(tufr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_nobody_listens_on_is_refused_and_a_silent_server_is_not() {
+        let client = reqwest::Client::new();
+        // Bound but not listening: the port stays ours, and connections to
+        // it are refused.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url = format!("http://{}/", closed.local_addr().unwrap());
+        let failure = time_once(&client, &url, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(failure.refused, "{}", failure.reason);
+        // Listening, never answering: a timeout, not a refusal.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", silent.local_addr().unwrap());
+        let failure = time_once(&client, &url, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(!failure.refused, "{}", failure.reason);
+    }
 }

@@ -61,6 +61,9 @@ pub enum Sample {
     Twice(Duration),
     /// The server did not answer the measurement.
     Failed,
+    /// The server refused the measurement's connection: nothing listens
+    /// (conclusive, unlike a timeout or a 5xx, so down at once).
+    Refused,
     /// A reading of the server's status page; `None`: the read failed.
     Status(Option<status::PageReading>),
 }
@@ -285,6 +288,7 @@ async fn smooth_samples(
                     Some(Sample::AtLeast(t)) => smoother.at_least(t, now),
                     Some(Sample::Twice(t)) => smoother.twice(t),
                     Some(Sample::Failed) => smoother.failure(),
+                    Some(Sample::Refused) => smoother.refused(),
                     Some(Sample::Status(page)) => load.status(page, now),
                 }
             }

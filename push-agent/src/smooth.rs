@@ -206,7 +206,7 @@ impl Smoother {
         }
     }
 
-    /// Records a failed measurement (timeout, refused, server error).
+    /// Records a failed measurement (timeout, server error).
     pub fn failure(&mut self) {
         self.twice_ms = None;
         self.failures = self.failures.saturating_add(1);
@@ -214,6 +214,15 @@ impl Smoother {
             // Forget the old value: when the server comes back, its first
             // measurement is the truth, not a blend with the pre-outage past.
             self.level_ms = None;
+        }
+    }
+
+    /// Records a refused connection: nothing listens on the server's port
+    /// (it stopped, or is restarting), which one measurement shows as well
+    /// as `down_after` do, so the server is down at once.
+    pub fn refused(&mut self) {
+        while self.failures < self.config.down_after {
+            self.failure();
         }
     }
 
@@ -445,6 +454,19 @@ mod tests {
         s.at_least(500 * MS, t0 + 200 * MS);
         s.at_least(700 * MS, t0 + 300 * MS);
         assert!(tufr(&s, t0 + 300 * MS) > 60.0, "a bound above it raises it");
+    }
+
+    #[test]
+    fn a_refused_connection_means_down_at_once() {
+        let t0 = Instant::now();
+        let mut s = smoother();
+        s.sample(10 * MS, t0);
+        s.refused();
+        assert_eq!(s.reading(t0).unwrap().state, ServerState::Down);
+        assert_eq!(s.reading(t0).unwrap().tufr_ms, None);
+        // Listening again: its first answer is the truth.
+        s.sample(30 * MS, t0 + 500 * MS);
+        assert_eq!(tufr(&s, t0 + 500 * MS), 30.0);
     }
 
     #[test]
