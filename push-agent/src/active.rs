@@ -19,10 +19,11 @@
 //!   confirms that one: two in a row took at least that long, which is the
 //!   smoother's test of a rise ([`Sample::Twice`]), known before the second
 //!   completes.
-//! * A measurement slower than what is published is followed by the next
-//!   at once rather than at the next tick, to confirm or dismiss it sooner
-//!   (at most one such early measurement in a row, so the rate stays within
-//!   twice the configured one).
+//! * A measurement slower than what is published, or failed other than by
+//!   a refused connection, is followed by the next at once rather than at
+//!   the next tick, to confirm or dismiss it sooner (at most one such early
+//!   measurement in a row, so the rate stays within twice the configured
+//!   one).
 
 use std::time::{Duration, Instant};
 
@@ -100,7 +101,9 @@ pub async fn measure(
             }
             Err(failure) => {
                 debug!(url = %config.url, reason = %failure.reason, "measurement failed");
-                early = false;
+                // A kept-alive connection the server reset says less than a
+                // fresh one refused: ask again at once, on a new connection.
+                early = !failure.refused && !early;
                 previous = None;
                 if failure.refused {
                     Sample::Refused
