@@ -16,8 +16,10 @@
 //!   ([`Basis::Unmeasured`]).
 //! * `cost`: the members of least cost. `rr`, `random`: every available member.
 //! * The pick is uniform over the set (round robin for `rr`), or, with
-//!   `pick = "weighted"`, weighted by 1 / value for the measured metrics, so
-//!   that no single best member draws every client (herding).
+//!   `pick = "weighted"`, proportional to the member's `weight` over its
+//!   value for the measured metrics (to its `weight` alone for the others),
+//!   so that no single best member draws every client (herding) and an
+//!   operator can give a bigger server a bigger share.
 
 use anycast_proto::Metric;
 use rand::RngExt;
@@ -53,7 +55,8 @@ pub enum Pick {
     /// Every member of the set equally likely.
     #[default]
     Uniform,
-    /// Likelihood proportional to 1 / estimate (measured metrics only).
+    /// Likelihood proportional to the member's weight / its estimate (its
+    /// weight alone without an estimate).
     Weighted,
     /// The member of least value (ties at random; measured metrics only).
     Least,
@@ -301,7 +304,7 @@ pub fn select<'g>(
     let n = set.members.len();
     let pick = match (metric, group.selection.pick, set.basis) {
         (Metric::Rr, _, _) => group.next_rr() % n,
-        (_, Pick::Weighted, Basis::Measured { .. }) => weighted(&set.values, rng),
+        (_, Pick::Weighted, _) => weighted(&set, rng),
         (_, Pick::Least, Basis::Measured { .. }) => least(&set.values, rng),
         (_, Pick::Two, Basis::Measured { .. }) if n > 1 => {
             let a = rng.random_range(0..n);
@@ -341,12 +344,15 @@ fn least(values: &[Option<f64>], rng: &mut impl rand::Rng) -> usize {
         .unwrap_or(0)
 }
 
-/// An index drawn with probability proportional to 1 / value.
-fn weighted(values: &[Option<f64>], rng: &mut impl rand::Rng) -> usize {
+/// An index drawn with probability proportional to the member's weight
+/// over its value (over 1 where it has none: `random`, unmeasured).
+fn weighted(set: &EquivalentSet<'_>, rng: &mut impl rand::Rng) -> usize {
     // A floor keeps a zero estimate from taking every pick.
-    let weights: Vec<f64> = values
+    let weights: Vec<f64> = set
+        .members
         .iter()
-        .map(|v| 1.0 / v.unwrap_or(f64::MAX).max(0.1))
+        .zip(&set.values)
+        .map(|(m, v)| f64::from(m.weight) / v.unwrap_or(1.0).max(0.1))
         .collect();
     let total: f64 = weights.iter().sum();
     let mut point = rng.random::<f64>() * total;
@@ -538,6 +544,48 @@ mod tests {
             .count();
         // 1/10 : 1/30 = 3 : 1.
         assert!((2850..=3150).contains(&fast), "{fast}");
+    }
+
+    /// How often the first of two members is the pick over 6000 answers,
+    /// it of weight 2 and the other of weight 1, with a weighted pick.
+    fn heavier_of_two(metric: Metric, m: &Fixed) -> usize {
+        let mut heavy = member("10.0.0.1", 0);
+        heavy.weight = 2;
+        let mut g = group(vec![heavy, member("10.0.0.2", 0)]);
+        g.selection.pick = Pick::Weighted;
+        g.selection.relative = 10.0;
+        let mut rng = StdRng::seed_from_u64(11);
+        (0..6000)
+            .filter(|_| {
+                select(&g, metric, Family::V4, m, &mut rng)
+                    .unwrap()
+                    .pick
+                    .address
+                    .to_string()
+                    == "10.0.0.1"
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_weight_2_member_is_drawn_twice_as_often_among_equals() {
+        // Equal estimates, then no estimate at all (random), then unmeasured
+        // members of a measured metric: 2 : 1 each time (about 4000 of 6000;
+        // a binomial's standard deviation is 37).
+        let equal = Fixed::default().rt("10.0.0.1", 20.0).rt("10.0.0.2", 20.0);
+        for (metric, m) in [
+            (Metric::Rt, &equal),
+            (Metric::Random, &Fixed::default()),
+            (Metric::Rt, &Fixed::default()),
+        ] {
+            let n = heavier_of_two(metric, m);
+            assert!((3850..=4150).contains(&n), "{metric:?}: {n}");
+        }
+        // Weight and estimate together: weight 2 at 40 ms is as likely as
+        // weight 1 at 20 ms.
+        let slower = Fixed::default().rt("10.0.0.1", 40.0).rt("10.0.0.2", 20.0);
+        let n = heavier_of_two(Metric::Rt, &slower);
+        assert!((2850..=3150).contains(&n), "{n}");
     }
 
     /// How often each of three members (10, 11 and 12 ms: all in the set)
