@@ -243,6 +243,61 @@ pub fn positive_duration(
     Ok(v.into_inner().0)
 }
 
+/// An example file's fields, each with the file's text without it: the
+/// means to check that a reference file which shows every field with its
+/// default shows the real default (left out, the field must parse to the
+/// same configuration). Each field is named by its path, such as
+/// `push.min_interval` or `group[0].member[1].cost`; tables and arrays of
+/// tables are descended into, other values are fields.
+pub fn each_field_left_out(text: &str) -> Result<Vec<(String, String)>, toml::de::Error> {
+    /// The paths of every field under `table`, and the table without each.
+    fn fields(table: &toml::Table, prefix: &str) -> Vec<(String, toml::Table)> {
+        let mut out = Vec::new();
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let mut replace = |field: String, inner: toml::Value| {
+                let mut outer = table.clone();
+                outer.insert(key.clone(), inner);
+                out.push((field, outer));
+            };
+            match value {
+                toml::Value::Table(inner) => {
+                    for (field, without) in fields(inner, &path) {
+                        replace(field, toml::Value::Table(without));
+                    }
+                }
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let Some(inner) = item.as_table() else {
+                            continue;
+                        };
+                        for (field, without) in fields(inner, &format!("{path}[{i}]")) {
+                            let mut items = items.clone();
+                            items[i] = toml::Value::Table(without);
+                            replace(field, toml::Value::Array(items));
+                        }
+                    }
+                }
+                _ => {
+                    let mut without = table.clone();
+                    without.remove(key);
+                    out.push((path, without));
+                }
+            }
+        }
+        out
+    }
+    let table: toml::Table = toml::from_str(text)?;
+    Ok(fields(&table, "")
+        .into_iter()
+        .map(|(field, without)| (field, without.to_string()))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +345,20 @@ mod tests {
         let source = Source::new("wait = \"1s\"\n[[table]]\nport = 1\n", Path::new("c.toml"));
         let e = source.error_at(Some(12..21), "bad table").to_string();
         assert_eq!(e, "c.toml:2:1: in [[table]]: bad table");
+    }
+
+    #[test]
+    fn each_field_is_left_out_once() {
+        let text = "a = 1\n[t]\nb = \"x\"\n[[u]]\nc = [1, 2]\n[[u]]\nc = [3]\nd = 4\n";
+        let fields = each_field_left_out(text).unwrap();
+        let names: Vec<&str> = fields.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(names, ["a", "t.b", "u[0].c", "u[1].c", "u[1].d"]);
+        let (_, without) = &fields[3];
+        let table: toml::Table = toml::from_str(without).unwrap();
+        assert_eq!(table["u"][0]["c"], toml::Value::from(vec![1, 2]));
+        assert!(table["u"][1].get("c").is_none());
+        assert_eq!(table["u"][1]["d"].as_integer(), Some(4));
+        assert_eq!(table["a"].as_integer(), Some(1));
     }
 
     #[test]

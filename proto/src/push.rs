@@ -154,6 +154,24 @@ pub struct PushKey {
     secret: Vec<u8>,
 }
 
+/// Two keys are the same key when both the id and the secret are: a secret
+/// rotated under the same id is another key. The secrets are compared in
+/// time that does not depend on where they differ.
+impl PartialEq for PushKey {
+    fn eq(&self, other: &PushKey) -> bool {
+        self.id == other.id
+            && self.secret.len() == other.secret.len()
+            && self
+                .secret
+                .iter()
+                .zip(&other.secret)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl Eq for PushKey {}
+
 impl fmt::Debug for PushKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PushKey")

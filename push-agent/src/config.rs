@@ -479,12 +479,26 @@ impl Default for RawSmoothing {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawProbeFile {
     path: Option<PathBuf>,
     listen: Option<SocketAddr>,
     size: usize,
+}
+
+/// The probe file's size when the config names none: the paper's "dummy
+/// file", big enough that a probe transfers data as a small page does.
+pub const DEFAULT_PROBE_FILE_SIZE: usize = 512;
+
+impl Default for RawProbeFile {
+    fn default() -> Self {
+        RawProbeFile {
+            path: None,
+            listen: None,
+            size: DEFAULT_PROBE_FILE_SIZE,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -609,6 +623,44 @@ url = "http://127.0.0.1:8080/"
                 )
             );
         }
+    }
+
+    /// configs/agent.toml shows "every configuration field, with its
+    /// default": left out, each field it sets must give the same
+    /// configuration, but for the fields that have no default (required)
+    /// and those whose value is the example site's.
+    #[test]
+    fn the_example_shows_each_fields_real_default() {
+        let example = include_str!("../../configs/agent.toml");
+        let site = [
+            "server",
+            "groups",
+            "push_urls",
+            "key.id",
+            "key.env",
+            "active.url",
+            "probe_file.path",
+        ];
+        let full = format!("{:?}", parse(example).unwrap());
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for (field, without) in anycast_config_file::each_field_left_out(example).unwrap() {
+            let Ok(parsed) = parse(&without) else {
+                continue; // required
+            };
+            if site.contains(&field.as_str()) {
+                continue;
+            }
+            if format!("{parsed:?}") != full {
+                wrong.push(field);
+            }
+            checked += 1;
+        }
+        assert!(
+            wrong.is_empty(),
+            "configs/agent.toml shows these fields with another value than their default: {wrong:?}"
+        );
+        assert!(checked >= 10, "only {checked} fields checked");
     }
 
     #[test]

@@ -92,7 +92,7 @@ struct RawProbe {
 }
 
 /// DNS transport settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsConfig {
     /// Each address is served over both UDP and TCP.
     pub listen: Vec<SocketAddr>,
@@ -109,7 +109,7 @@ pub struct DnsConfig {
 }
 
 /// HTTP listener settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     /// Loopback by default: the API it will carry is for operators.
     pub listen: SocketAddr,
@@ -118,7 +118,7 @@ pub struct HttpConfig {
 }
 
 /// Forwarding settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardConfig {
     /// Upstream DNS servers; empty means the system's (`/etc/resolv.conf`).
     pub upstreams: Vec<SocketAddr>,
@@ -141,7 +141,7 @@ pub struct GroupConfig {
 }
 
 /// The operator's API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Loopback by default.
     pub listen: SocketAddr,
@@ -157,6 +157,25 @@ pub struct AdminConfig {
 }
 
 impl Config {
+    /// The sections of this config that differ from `running` and take
+    /// effect only at a restart (listeners, keys, probe client, store): a
+    /// reload applies zones and groups, and says which of these wait. Typed
+    /// comparisons, so a push key's secret rotated under the same id counts.
+    pub fn needs_restart(&self, running: &Config) -> Vec<&'static str> {
+        [
+            ("[dns]", self.dns != running.dns),
+            ("[http]", self.http != running.http),
+            ("[forward]", self.forward != running.forward),
+            ("[push]", self.push != running.push),
+            ("[admin]", self.admin != running.admin),
+            ("[probe]", self.probe != running.probe),
+            ("[membership]", self.membership != running.membership),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+    }
+
     /// The groups as membership takes them: each name with its spec.
     pub fn group_specs(&self) -> impl Iterator<Item = (AnycastName, GroupSpec)> + '_ {
         self.groups.iter().map(|g| (g.name.clone(), g.spec.clone()))
@@ -1146,6 +1165,84 @@ mod tests {
         parse(text)
             .expect_err("config should be refused")
             .to_string()
+    }
+
+    /// `GOOD` with a push key whose secret is `secret` and, if given, a
+    /// `[probe]` section.
+    fn with_key(secret: &str, probe: &str) -> Config {
+        let text = format!("{GOOD}\n[[push.key]]\nid = \"k1\"\nenv = \"KEY\"\n{probe}");
+        let secret = std::ffi::OsString::from(secret);
+        Config::from_source(&Source::new(&text, Path::new("test.toml")), &|_| {
+            Some(secret.clone())
+        })
+        .unwrap()
+    }
+
+    /// configs/resolver.toml shows "every configuration field, with its
+    /// default": left out, each field it sets must give the same
+    /// configuration, but for the fields that have no default (required)
+    /// and those whose value is the example site's.
+    #[test]
+    fn the_example_shows_each_fields_real_default() {
+        let example = include_str!("../../configs/resolver.toml");
+        let parse = |text: &str| {
+            Config::from_source(&Source::new(text, Path::new("resolver.toml")), &|_| {
+                Some("0123456789abcdef".into())
+            })
+        };
+        // The site's values: a key, an upstream and costs (their comments
+        // give the default).
+        let site = [
+            "push.key[0].id",
+            "push.key[0].env",
+            "forward.upstreams",
+            "group[0].member[0].cost",
+            "group[0].member[1].cost",
+        ];
+        let full = format!("{:?}", parse(example).unwrap());
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for (field, without) in anycast_config_file::each_field_left_out(example).unwrap() {
+            let Ok(parsed) = parse(&without) else {
+                continue; // required
+            };
+            if site.contains(&field.as_str()) {
+                continue;
+            }
+            if format!("{parsed:?}") != full {
+                wrong.push(field);
+            }
+            checked += 1;
+        }
+        assert!(
+            wrong.is_empty(),
+            "configs/resolver.toml shows these fields with another value than their default: {wrong:?}"
+        );
+        assert!(checked >= 10, "only {checked} fields checked");
+    }
+
+    #[test]
+    fn a_reload_names_the_sections_that_wait_for_a_restart() {
+        let running = with_key("0123456789abcdef", "");
+        assert!(
+            with_key("0123456789abcdef", "")
+                .needs_restart(&running)
+                .is_empty()
+        );
+        // The same key id with another secret: another key.
+        assert_eq!(
+            with_key("fedcba9876543210", "").needs_restart(&running),
+            ["[push]"]
+        );
+        assert_eq!(
+            with_key("0123456789abcdef", "[probe]\nsource = \"127.0.0.1\"\n")
+                .needs_restart(&running),
+            ["[probe]"]
+        );
+        // Groups and zones are applied, not waited for.
+        let mut regrouped = with_key("0123456789abcdef", "");
+        regrouped.groups.clear();
+        assert!(regrouped.needs_restart(&running).is_empty());
     }
 
     const GOOD: &str = r#"

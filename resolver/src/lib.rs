@@ -114,36 +114,11 @@ impl Reloader {
                 return Err(error.to_string());
             }
         };
-        let needs_restart = [
-            (
-                "[dns]",
-                format!("{:?}", config.dns) != format!("{:?}", self.running.dns),
-            ),
-            (
-                "[http]",
-                format!("{:?}", config.http) != format!("{:?}", self.running.http),
-            ),
-            (
-                "[forward]",
-                format!("{:?}", config.forward) != format!("{:?}", self.running.forward),
-            ),
-            (
-                "[push]",
-                format!("{:?}", config.push) != format!("{:?}", self.running.push),
-            ),
-            (
-                "[admin]",
-                format!("{:?}", config.admin) != format!("{:?}", self.running.admin),
-            ),
-            ("[membership]", config.membership != self.running.membership),
-        ];
-        for (section, changed) in needs_restart {
-            if changed {
-                tracing::warn!(
-                    section,
-                    "changed in the config file; takes effect at the next restart"
-                );
-            }
+        for section in config.needs_restart(&self.running) {
+            tracing::warn!(
+                section,
+                "changed in the config file; takes effect at the next restart"
+            );
         }
         self.membership
             .reload(config.zones.clone(), config.group_specs())

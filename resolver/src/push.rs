@@ -39,7 +39,7 @@ use limit::SourceLimiter;
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Receiver settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PushConfig {
     /// Keys agents sign with.
     pub keys: Vec<PushKey>,
