@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::passive::{LogFormat, NginxField, TimeUnit};
 use crate::policy::PushPolicy;
 use crate::smooth::SmoothingConfig;
+pub use crate::status::StatusConfig;
 use crate::status::StatusFormat;
 
 /// Environment variable read for the key when `[key]` names neither `file`
@@ -83,21 +84,6 @@ pub struct PassiveConfig {
     pub format: LogFormat,
     /// How often the log is read.
     pub poll: Duration,
-}
-
-/// The server's status page: requests in flight and workers, read often.
-#[derive(Debug, Clone)]
-pub struct StatusConfig {
-    /// The page's URL (on loopback, beside the server).
-    pub url: String,
-    /// Which server wrote it.
-    pub format: StatusFormat,
-    /// The server's worker count, overriding the page's (nginx's has none).
-    pub workers: Option<u32>,
-    /// Time between reads.
-    pub interval: Duration,
-    /// A read slower than this failed.
-    pub timeout: Duration,
 }
 
 /// Where the probe file is published.

@@ -31,7 +31,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Sample;
-use crate::config::StatusConfig;
+
+/// The server's status page: requests in flight and workers, read often.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The page's URL (on loopback, beside the server).
+    pub url: String,
+    /// Which server wrote it.
+    pub format: StatusFormat,
+    /// The server's worker count, overriding the page's (nginx's has none).
+    pub workers: Option<u32>,
+    /// Time between reads.
+    pub interval: Duration,
+    /// A read slower than this failed.
+    pub timeout: Duration,
+}
 
 /// Which server's status page, in which form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

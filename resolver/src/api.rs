@@ -37,7 +37,6 @@ use crate::membership::{Change, Membership};
 use crate::observe::{Observations, Observed};
 use crate::push::{Refused, Rejection};
 use crate::select::{self, Family};
-use crate::telemetry;
 use crate::view::GroupView;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -95,7 +94,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         );
     };
     let directory = state.membership.directory();
-    telemetry::refresh(&directory, &state.observations.pushes, &state.observed());
+    state.observed().record_metrics(&directory);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -17,8 +17,6 @@ use anycast_proto::{AnycastName, Zone};
 use serde::{Deserialize, Serialize};
 
 use crate::estimate::{Calibration, EstimatorConfig, LoadModel};
-use crate::probe::ProbeSettings;
-use crate::select::{Pick, SelectionConfig};
 
 /// How many heartbeats may be missed before pushes are not trusted.
 pub const HEARTBEATS_BEFORE_STALE: u32 = 3;
@@ -485,6 +483,60 @@ impl Directory {
             .map(|g| (g.name.to_string(), g.spec.clone()))
             .collect()
     }
+}
+
+/// Probe settings of a group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSettings {
+    /// Time between probes of one member.
+    pub interval: Duration,
+    /// A probe not complete within this has failed.
+    pub timeout: Duration,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+/// A group's selection parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SelectionConfig {
+    /// A member is equivalent if its value is at most `best * (1 + relative)` ...
+    pub relative: f64,
+    /// ... or at most `best + slack_ms`.
+    pub slack_ms: f64,
+    /// Uniform or weighted pick.
+    pub pick: Pick,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        Self {
+            relative: 0.3,
+            slack_ms: 5.0,
+            pick: Pick::Uniform,
+        }
+    }
+}
+/// How the pick is drawn from the equivalent set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pick {
+    /// Every member of the set equally likely.
+    #[default]
+    Uniform,
+    /// Likelihood proportional to the member's weight / its estimate (its
+    /// weight alone without an estimate).
+    Weighted,
+    /// The member of least value (ties at random; measured metrics only).
+    Least,
+    /// The lesser of two members of the set drawn at random (measured
+    /// metrics only).
+    Two,
 }
 
 #[cfg(test)]

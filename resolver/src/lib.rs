@@ -6,7 +6,8 @@
 //! * [`server`] owns the sockets: bounded UDP and TCP loops that hand each
 //!   request's bytes to the DNS front and send back what it returns.
 //! * [`dns`] is the front: decode, EDNS, route by zone, encode with truncation.
-//! * [`groups`] holds the anycast groups and their members ([`groups::Directory`]);
+//! * [`groups`] holds the anycast groups and their members ([`groups::Directory`])
+//!   with their settings (probing, selection, estimation);
 //!   [`membership`] lays the operator's runtime changes over the config's
 //!   groups and persists them; [`admin`] is the operator's API.
 //! * [`select`] picks a member by metric: pure, random source passed in.
@@ -17,9 +18,13 @@
 //! * [`estimate`] turns pushes and probes into response-time estimates and
 //!   health (pure), predicting the queue a new request meets from the
 //!   pushed queue and the [`handout`]s since; [`observe`] combines them for
-//!   selection.
-//! * [`view`] explains a group (TXT and JSON alike); [`telemetry`] exports
-//!   Prometheus metrics; `dashboard.html` is the status page.
+//!   selection, and hands the scrape-time values to [`telemetry`].
+//! * [`view`] explains a group (TXT and JSON alike); [`telemetry`] records
+//!   Prometheus metrics and uses no other module; `dashboard.html` is the
+//!   status page.
+//!
+//! No two modules use each other, directly or through others (checked by
+//! `cargo test -p anycast-tests --lib layout`).
 //! * [`api`] is the HTTP API: the push receiver and the group views.
 //! * [`config`] turns the TOML file into one typed [`config::Config`].
 //!

@@ -8,16 +8,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anycast_proto::AnycastName;
-
 use anycast_proto::push::ServerState;
+use anycast_proto::{AnycastName, Metric};
 
 use crate::estimate::{Health, PushedLoad};
-use crate::groups::{Group, Member, PerMember};
+use crate::groups::{Directory, Group, Member, PerMember};
 use crate::handout::Handouts;
 use crate::probe::ProbeBoard;
 use crate::push::{PushBoard, PushConfig};
-use crate::select::{Measurements, MemberStatus, Unavailable};
+use crate::select::{self, Family, Measurements, MemberStatus, Unavailable};
+use crate::telemetry;
 
 /// Everything the resolver observes of members, one handle for all who
 /// read or record it.
@@ -90,6 +90,41 @@ impl Observed<'_> {
                 workers: p.workers,
                 service_ms: p.service_ms,
             })
+    }
+}
+
+impl Observed<'_> {
+    /// Hands the scrape-time values to telemetry: the push counters, and
+    /// each member's gauges with whether it is in `rt`'s set now.
+    pub fn record_metrics(&self, directory: &Directory) {
+        telemetry::pushes(
+            self.pushes.accepted(),
+            self.pushes
+                .rejected()
+                .into_iter()
+                .map(|(rejection, n)| (rejection.reason(), n)),
+        );
+        for group in directory.groups() {
+            let set = select::equivalent_set(group, Metric::Rt, Family::Any, self);
+            let name = group.name.to_string();
+            for member in &group.members {
+                let status = self.status(group, member);
+                let last_probe = self.probes.read(group, member, |e| e.last_probe());
+                telemetry::member(
+                    &name,
+                    &member.endpoint().to_string(),
+                    telemetry::MemberGauges {
+                        pushed_tufr_ms: self.pushed(group, member).and_then(|p| p.tufr_ms),
+                        probe_rt_ms: last_probe.map(|(p, _)| p.rt_ms),
+                        scaling_factor: status.estimate.sf,
+                        estimate_ms: status.estimate.rt_ms,
+                        healthy: status.unavailable.is_none(),
+                        in_set: set.as_ref().is_some_and(|s| s.contains(member)),
+                        answers: self.answers.count(&group.name, member.endpoint()),
+                    },
+                );
+            }
+        }
     }
 }
 

@@ -277,21 +277,3 @@ pub async fn fetch(
     let file = ProbeFile::from_json(&body).map_err(|e| e.to_string())?;
     Ok((rt, file))
 }
-
-/// Probe settings of a group.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProbeSettings {
-    /// Time between probes of one member.
-    pub interval: Duration,
-    /// A probe not complete within this has failed.
-    pub timeout: Duration,
-}
-
-impl Default for ProbeSettings {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-        }
-    }
-}

@@ -26,6 +26,7 @@ use rand::RngExt;
 
 use crate::estimate::Estimate;
 use crate::groups::{Group, Member};
+pub use crate::groups::{Pick, SelectionConfig};
 
 /// Which addresses a query asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,44 +45,6 @@ impl Family {
             Family::V4 => member.address.is_ipv4(),
             Family::V6 => member.address.is_ipv6(),
             Family::Any => true,
-        }
-    }
-}
-
-/// How the pick is drawn from the equivalent set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pick {
-    /// Every member of the set equally likely.
-    #[default]
-    Uniform,
-    /// Likelihood proportional to the member's weight / its estimate (its
-    /// weight alone without an estimate).
-    Weighted,
-    /// The member of least value (ties at random; measured metrics only).
-    Least,
-    /// The lesser of two members of the set drawn at random (measured
-    /// metrics only).
-    Two,
-}
-
-/// A group's selection parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SelectionConfig {
-    /// A member is equivalent if its value is at most `best * (1 + relative)` ...
-    pub relative: f64,
-    /// ... or at most `best + slack_ms`.
-    pub slack_ms: f64,
-    /// Uniform or weighted pick.
-    pub pick: Pick,
-}
-
-impl Default for SelectionConfig {
-    fn default() -> Self {
-        Self {
-            relative: 0.3,
-            slack_ms: 5.0,
-            pick: Pick::Uniform,
         }
     }
 }

@@ -22,11 +22,6 @@ use metrics_util::MetricKindMask;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::groups::Directory;
-use crate::observe::Observed;
-use crate::push::PushBoard;
-use crate::select::{self, Family, Measurements};
-
 /// Gauges not set for this long (members that left) are dropped.
 pub const GAUGE_IDLE: Duration = Duration::from_secs(120);
 
@@ -240,51 +235,65 @@ pub fn probed(ok: bool, took: Duration) {
     }
 }
 
-/// Sets the scrape-time values: push counters and per-member gauges.
-pub fn refresh(directory: &Directory, pushes: &PushBoard, observed: &Observed<'_>) {
-    counter!("anycast_pushes_accepted_total").absolute(pushes.accepted());
-    for (rejection, n) in pushes.rejected() {
-        counter!("anycast_pushes_rejected_total", "reason" => rejection.reason()).absolute(n);
+/// Sets the push counters to their totals at scrape time: accepted, and
+/// refused by reason.
+pub fn pushes(accepted: u64, rejected: impl IntoIterator<Item = (&'static str, u64)>) {
+    counter!("anycast_pushes_accepted_total").absolute(accepted);
+    for (reason, n) in rejected {
+        counter!("anycast_pushes_rejected_total", "reason" => reason).absolute(n);
     }
-    for group in directory.groups() {
-        let set = select::equivalent_set(group, Metric::Rt, Family::Any, observed);
-        for member in &group.members {
-            let labels = [
-                ("group", group.name.to_string()),
-                ("member", member.endpoint().to_string()),
-            ];
-            let status = observed.status(group, member);
-            let estimator = observed.probes.estimator(group, member);
-            let ms = |v: Option<f64>| v.map(|v| v / 1000.0);
-            let values = [
-                (
-                    "anycast_member_pushed_tufr_seconds",
-                    ms(observed.pushed(group, member).and_then(|p| p.tufr_ms)),
-                ),
-                (
-                    "anycast_member_probe_rt_seconds",
-                    ms(estimator.last_probe().map(|(p, _)| p.rt_ms)),
-                ),
-                ("anycast_member_scaling_factor", status.estimate.sf),
-                ("anycast_member_estimate_seconds", ms(status.estimate.rt_ms)),
-                (
-                    "anycast_member_healthy",
-                    Some(f64::from(u8::from(status.unavailable.is_none()))),
-                ),
-                (
-                    "anycast_member_in_set",
-                    Some(f64::from(u8::from(
-                        set.as_ref().is_some_and(|s| s.contains(member)),
-                    ))),
-                ),
-            ];
-            for (name, value) in values {
-                if let Some(value) = value {
-                    gauge!(name, &labels).set(value);
-                }
-            }
-            counter!("anycast_member_answers_total", &labels)
-                .absolute(observed.answers.count(&group.name, member.endpoint()));
+}
+
+/// What is known of one member at scrape time (times in milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct MemberGauges {
+    /// The latest pushed TUFR.
+    pub pushed_tufr_ms: Option<f64>,
+    /// The latest probe's response time.
+    pub probe_rt_ms: Option<f64>,
+    /// The ratio calibration's scaling factor.
+    pub scaling_factor: Option<f64>,
+    /// The estimated response time.
+    pub estimate_ms: Option<f64>,
+    /// Whether it may be handed out.
+    pub healthy: bool,
+    /// Whether it is in `rt`'s equivalent set.
+    pub in_set: bool,
+    /// Answers that named it since start.
+    pub answers: u64,
+}
+
+/// Sets one member's gauges and answer count at scrape time.
+pub fn member(group: &str, member: &str, gauges: MemberGauges) {
+    let labels = [("group", group.to_owned()), ("member", member.to_owned())];
+    let seconds = |v: Option<f64>| v.map(|v| v / 1000.0);
+    let values = [
+        (
+            "anycast_member_pushed_tufr_seconds",
+            seconds(gauges.pushed_tufr_ms),
+        ),
+        (
+            "anycast_member_probe_rt_seconds",
+            seconds(gauges.probe_rt_ms),
+        ),
+        ("anycast_member_scaling_factor", gauges.scaling_factor),
+        (
+            "anycast_member_estimate_seconds",
+            seconds(gauges.estimate_ms),
+        ),
+        (
+            "anycast_member_healthy",
+            Some(f64::from(u8::from(gauges.healthy))),
+        ),
+        (
+            "anycast_member_in_set",
+            Some(f64::from(u8::from(gauges.in_set))),
+        ),
+    ];
+    for (name, value) in values {
+        if let Some(value) = value {
+            gauge!(name, &labels).set(value);
         }
     }
+    counter!("anycast_member_answers_total", &labels).absolute(gauges.answers);
 }

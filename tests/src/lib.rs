@@ -18,6 +18,7 @@
 //! * [`faulty`]: peers that misbehave on purpose (a garbage upstream, probe
 //!   URLs that drip, flood or reset, a proxy that holds answers back), and a
 //!   process's resident memory.
+//! * [`layout`]: which modules of a crate use which, and circles among them.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -27,6 +28,7 @@ pub mod etcd;
 pub mod faulty;
 pub mod harness;
 pub mod http;
+pub mod layout;
 pub mod nginx;
 pub mod tls;
 pub mod upstream;
