@@ -17,7 +17,7 @@ use anycast_resolver::authority::Authorities;
 use anycast_resolver::config::Config;
 use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
-use anycast_resolver::groups::Directory;
+use anycast_selection::groups::Directory;
 use anycast_resolver::membership::Membership;
 use anycast_resolver::observe::Observations;
 

@@ -24,7 +24,7 @@ use anycast_resolver::dns::{DnsFront, Transport};
 use anycast_resolver::forward::Forwarder;
 use anycast_resolver::membership::Membership;
 use anycast_resolver::observe::Observations;
-use anycast_resolver::select::{Family, select};
+use anycast_selection::select::{Family, select};
 use anycast_tests::upstream::{Upstream, example_zone};
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};

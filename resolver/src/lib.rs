@@ -28,26 +28,26 @@
 //! * [`api`] is the HTTP API: the push receiver and the group views.
 //! * [`config`] turns the TOML file into one typed [`config::Config`].
 //!
-//! The anycast-name grammar itself lives in the shared `anycast-proto` crate.
+//! [`groups`], [`estimate`], [`handout`] and [`select`] are the pure
+//! selection core, the `anycast-selection` crate, re-exported here; the
+//! anycast-name grammar itself lives in the shared `anycast-proto` crate.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub use anycast_selection::{estimate, groups, handout, select};
 
 pub mod admin;
 pub mod api;
 pub mod authority;
 pub mod config;
 pub mod dns;
-pub mod estimate;
 pub mod etcd;
 pub mod forward;
-pub mod groups;
-pub mod handout;
 pub mod https;
 pub mod membership;
 pub mod observe;
 pub mod probe;
 pub mod push;
-pub mod select;
 pub mod server;
 pub mod telemetry;
 pub mod view;

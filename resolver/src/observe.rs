@@ -6,17 +6,16 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anycast_proto::push::ServerState;
 use anycast_proto::{AnycastName, Metric};
 
-use crate::estimate::{Health, PushedLoad};
+use crate::estimate::PushedLoad;
 use crate::groups::{Directory, Group, Member, PerMember};
 use crate::handout::Handouts;
 use crate::probe::ProbeBoard;
 use crate::push::{PushBoard, PushConfig};
-use crate::select::{self, Family, Measurements, MemberStatus, Unavailable};
+use crate::select::{self, Family, Measurements, MemberStatus};
 use crate::telemetry;
 
 /// Everything the resolver observes of members, one handle for all who
@@ -139,27 +138,13 @@ impl Measurements for Observed<'_> {
             (e.estimate(push.as_ref(), self.now, handed), e.health())
         });
         let silent_for = push.map(|p| self.now.saturating_duration_since(p.received));
-        let unavailable = match push.map(|p| p.state) {
-            _ if member.drained => Some(Unavailable::Drained),
-            Some(ServerState::Draining) => Some(Unavailable::Draining),
-            Some(ServerState::Down) => Some(Unavailable::ReportedDown),
-            _ if health == Health::Down => Some(Unavailable::ProbesFailing),
-            _ if silent_for.is_some_and(|d| d > heartbeat_lost_after(group)) => {
-                Some(Unavailable::HeartbeatsLost)
-            }
-            _ => None,
-        };
+        let unavailable =
+            select::availability(group, member, push.map(|p| p.state), silent_for, health);
         MemberStatus {
             unavailable,
             estimate,
         }
     }
-}
-
-/// Silence after which an agent that used to push is taken as lost: twice
-/// the time after which its pushes stop being trusted.
-pub fn heartbeat_lost_after(group: &Group) -> Duration {
-    group.estimator.push_stale_after * 2
 }
 
 /// How many answers named each member as the pick, since start.

@@ -130,13 +130,37 @@ mod tests {
     #[test]
     fn no_crate_has_modules_that_use_each_other_in_a_circle() {
         let root = crate::harness::workspace_root();
-        for krate in ["resolver", "push-agent", "proto", "lookup", "lab", "daemon"] {
+        for krate in [
+            "selection",
+            "resolver",
+            "push-agent",
+            "proto",
+            "lookup",
+            "lab",
+            "daemon",
+        ] {
             let uses = uses(&root.join(krate).join("src")).unwrap();
             assert!(uses.len() > 1 || krate == "daemon", "{krate}: {uses:?}");
             assert_eq!(
                 circle(&uses),
                 None,
                 "{krate}'s modules use each other in a circle"
+            );
+        }
+    }
+
+    /// The selection core stays pure: no async runtime, no DNS, no HTTP in
+    /// what it depends on.
+    #[test]
+    fn the_selection_core_depends_on_no_runtime_dns_or_http() {
+        let manifest = crate::harness::workspace_root().join("selection/Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let manifest: toml::Table = toml::from_str(&text).unwrap();
+        let dependencies = manifest["dependencies"].as_table().unwrap();
+        for crate_name in dependencies.keys() {
+            assert!(
+                ["anycast-proto", "rand", "serde", "thiserror"].contains(&crate_name.as_str()),
+                "selection/Cargo.toml depends on {crate_name}"
             );
         }
     }

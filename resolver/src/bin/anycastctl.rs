@@ -14,9 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anycast_resolver::groups::AnswerMode;
 use anycast_resolver::membership::{GroupPatch, MemberPatch};
-use anycast_resolver::select::Pick;
+use anycast_selection::groups::AnswerMode;
+use anycast_selection::select::Pick;
 use clap::{CommandFactory, Parser, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::{Value, json};
@@ -297,7 +297,7 @@ async fn execute(cli: &Cli, token: &str) -> Result<Value, (Failure, String)> {
         Command::Group(g) => match g {
             GroupCommand::Show { name } => (Method::GET, group_url(name), None),
             GroupCommand::Create { name, settings } => {
-                let mut spec = anycast_resolver::groups::GroupSpec::default();
+                let mut spec = anycast_selection::groups::GroupSpec::default();
                 settings.patch().apply(&mut spec);
                 (Method::PUT, group_url(name), Some(to_json(&spec)))
             }

@@ -21,10 +21,13 @@
 //!   so that no single best member draws every client (herding) and an
 //!   operator can give a bigger server a bigger share.
 
+use std::time::Duration;
+
 use anycast_proto::Metric;
+use anycast_proto::push::ServerState;
 use rand::RngExt;
 
-use crate::estimate::Estimate;
+use crate::estimate::{Estimate, Health};
 use crate::groups::{Group, Member};
 pub use crate::groups::{Pick, SelectionConfig};
 
@@ -76,6 +79,35 @@ impl Unavailable {
             Unavailable::HeartbeatsLost => "agent heartbeats stopped",
         }
     }
+}
+
+/// Whether `member` of `group` may be handed out, given its latest push's
+/// state (`None`: never pushed), how long ago that push arrived, and its
+/// probe health: the availability rule. The operator's drain comes first,
+/// then what the agent says, then the probes, then the agent's silence.
+pub fn availability(
+    group: &Group,
+    member: &Member,
+    pushed: Option<ServerState>,
+    silent_for: Option<Duration>,
+    health: Health,
+) -> Option<Unavailable> {
+    match pushed {
+        _ if member.drained => Some(Unavailable::Drained),
+        Some(ServerState::Draining) => Some(Unavailable::Draining),
+        Some(ServerState::Down) => Some(Unavailable::ReportedDown),
+        _ if health == Health::Down => Some(Unavailable::ProbesFailing),
+        _ if silent_for.is_some_and(|d| d > heartbeat_lost_after(group)) => {
+            Some(Unavailable::HeartbeatsLost)
+        }
+        _ => None,
+    }
+}
+
+/// Silence after which an agent that used to push is taken as lost: twice
+/// the time after which its pushes stop being trusted.
+pub fn heartbeat_lost_after(group: &Group) -> Duration {
+    group.estimator.push_stale_after * 2
 }
 
 /// What selection knows of a member now.
@@ -353,6 +385,40 @@ mod tests {
             AnswerMode::One,
             members,
         )
+    }
+
+    #[test]
+    fn availability_puts_the_drain_first_then_the_agent_then_the_probes_then_silence() {
+        let g = group(vec![]);
+        let up = Some(ServerState::Up);
+        let lost = heartbeat_lost_after(&g) + Duration::from_secs(1);
+        let mut drained = member("10.0.0.1", 0);
+        drained.drained = true;
+        let m = member("10.0.0.2", 0);
+        let rule = |m: &Member, state, silent, health| availability(&g, m, state, silent, health);
+        assert_eq!(
+            rule(&drained, Some(ServerState::Down), Some(lost), Health::Down),
+            Some(Unavailable::Drained)
+        );
+        assert_eq!(
+            rule(&m, Some(ServerState::Draining), None, Health::Down),
+            Some(Unavailable::Draining)
+        );
+        assert_eq!(
+            rule(&m, Some(ServerState::Down), None, Health::Down),
+            Some(Unavailable::ReportedDown)
+        );
+        assert_eq!(
+            rule(&m, up, Some(lost), Health::Down),
+            Some(Unavailable::ProbesFailing)
+        );
+        assert_eq!(
+            rule(&m, up, Some(lost), Health::Up),
+            Some(Unavailable::HeartbeatsLost)
+        );
+        assert_eq!(rule(&m, up, Some(Duration::ZERO), Health::Up), None);
+        // Never pushed: the probes alone decide.
+        assert_eq!(rule(&m, None, None, Health::Unknown), None);
     }
 
     /// Fixed statuses by address; unlisted members are available, unmeasured.
