@@ -3,11 +3,16 @@
 //! Parsing is two steps: serde reads the file into `Raw*` structs
 //! (`deny_unknown_fields`, so a typo is an error, not a silent default), then
 //! [`Config::from_raw`] checks what serde cannot (references between tables,
-//! duplicates, ranges). Either step's error names the file, the line and the
+//! duplicates, ranges), section by section: each section's own check
+//! (`DnsConfig::check`, `push_config`, `zone_configs`, `group_configs`, ...)
+//! turns its raw struct into the typed one. A group's rules are the spec's
+//! own ([`GroupSpec::check`], which the admin API and the state file use
+//! too), written once. Either step's error names the file, the line and the
 //! field, and nothing is bound before the whole file is accepted.
 //! `configs/resolver.toml` is the commented reference.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +27,7 @@ use serde::Deserialize;
 
 use crate::estimate::{Calibration, LoadModel};
 pub use crate::etcd::{EtcdAuth, EtcdConfig};
+pub use crate::groups::MAX_TTL;
 use crate::groups::{AnswerMode, GroupSpec, Member, default_probe_url};
 pub use crate::groups::{LocalZone, ZoneConfig, ZoneRole};
 pub use crate::https::TlsFiles;
@@ -33,9 +39,6 @@ pub use anycast_daemon::tls::{ClientTls, Pem};
 pub fn shadowed(group: &AnycastName, zone: &Zone) -> String {
     format!("group {group} is spelled like the zone {zone}: its DNS name is that zone's apex")
 }
-
-/// Longest answer TTL a group may have (one day).
-pub const MAX_TTL: u32 = 86_400;
 
 /// Port of the DNS listener when the file names none (5353 belongs to mDNS).
 pub const DEFAULT_DNS_PORT: u16 = 5300;
@@ -207,310 +210,351 @@ impl Config {
         source: &Source,
         env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Config, ConfigError> {
-        let RawConfig {
-            dns,
-            http,
-            forward,
-            push,
-            admin,
-            probe,
-            membership,
-            zones: raw_zones,
-            groups: raw_groups,
-        } = raw;
-        let err =
-            |span: std::ops::Range<usize>, message: String| source.error_at(Some(span), message);
-
-        let dns = DnsConfig {
-            listen: {
-                if dns.listen.get_ref().is_empty() {
-                    return Err(err(dns.listen.span(), "listen at least one address".into()));
-                }
-                dns.listen.into_inner()
-            },
-            max_inflight_udp: positive(source, dns.max_inflight_udp)?,
-            max_tcp_connections: positive(source, dns.max_tcp_connections)?,
-            tcp_idle_timeout: positive_duration(source, dns.tcp_idle_timeout)?,
-            udp_payload: {
-                let span = dns.udp_payload.span();
-                let value = dns.udp_payload.into_inner();
-                if !(512..=4096).contains(&value) {
-                    return Err(err(span, format!("{value} is outside 512..=4096")));
-                }
-                value
-            },
-        };
-
-        let mut upstreams = Vec::new();
-        for upstream in forward.upstreams {
-            let span = upstream.span();
-            let Upstream(address) = upstream.into_inner();
-            if let Some(own) = own_listener(&dns.listen, address) {
-                return Err(err(span, forwarding_loop(address, own)));
-            }
-            upstreams.push(address);
-        }
-        let forward = ForwardConfig {
-            upstreams,
-            allow: forward.allow,
-            cache_size: forward.cache_size,
-            timeout: positive_duration(source, forward.timeout)?,
-        };
-
-        let mut keys: Vec<PushKey> = Vec::new();
-        for k in push.keys {
-            let span = k.span();
-            let k = k.into_inner();
-            let secret = read_secret(k.file.as_deref(), k.env.as_deref(), env)
-                .map_err(|m| err(span.clone(), m))?;
-            let key = PushKey::new(&k.id, &secret).map_err(|e| err(span.clone(), e.to_string()))?;
-            if keys.iter().any(|o| o.id == key.id) {
-                return Err(err(span, format!("key {:?} is defined twice", key.id)));
-            }
-            keys.push(key);
-        }
-        let push = PushConfig {
-            keys,
-            window: positive_duration(source, push.window)?,
-            limit: {
-                let RawPushLimit {
-                    rate,
-                    burst,
-                    sources,
-                } = push.limit;
-                let rate_span = rate.span();
-                let rate = rate.into_inner();
-                if !(rate.is_finite() && rate > 0.0) {
-                    return Err(err(
-                        rate_span,
-                        "rate must be a number of pushes per second above 0".into(),
-                    ));
-                }
-                PushLimit {
-                    rate,
-                    burst: positive(source, burst)?,
-                    sources: positive(source, sources)?,
-                }
-            },
-        };
-
-        let mut zones: Vec<ZoneConfig> = Vec::new();
-        for raw in raw_zones {
-            let span = raw.name.span();
-            let name =
-                Zone::new(raw.name.get_ref()).map_err(|e| err(span.clone(), e.to_string()))?;
-            if zones.iter().any(|z| z.name == name) {
-                return Err(err(span, format!("zone {name} is defined twice")));
-            }
-            let role = match raw.role {
-                RawRole::Authoritative => {
-                    if raw.authority.is_some() {
-                        return Err(err(
-                            span,
-                            "`authority` goes only with role = \"local\"".into(),
-                        ));
-                    }
-                    ZoneRole::Authoritative
-                }
-                RawRole::Local => {
-                    let authorities = RawAuthorities::check(raw.authority, source)?;
-                    ZoneRole::Local(LocalZone {
-                        authorities,
-                        cache_ttl: positive_duration(source, raw.cache_ttl)?,
-                        max_stale: positive_duration(source, raw.max_stale)?,
-                    })
-                }
-            };
-            zones.push(ZoneConfig {
-                name,
-                negative_ttl: raw.negative_ttl,
-                role,
-            });
-        }
-
-        let mut groups: Vec<GroupConfig> = Vec::new();
-        for raw in raw_groups {
-            let zone = match &raw.zone {
-                Some(z) => {
-                    let wanted =
-                        Zone::new(z.get_ref()).map_err(|e| err(z.span(), e.to_string()))?;
-                    zones
-                        .iter()
-                        .find(|c| c.name == wanted)
-                        .map(|c| c.name.clone())
-                        .ok_or_else(|| {
-                            err(
-                                z.span(),
-                                format!("zone {wanted} is not defined by any [[zone]]"),
-                            )
-                        })?
-                }
-                None => match zones.as_slice() {
-                    [only] => only.name.clone(),
-                    _ => {
-                        return Err(err(
-                            raw.service.span(),
-                            "this group needs `zone = ...`: there is not exactly one [[zone]]"
-                                .to_owned(),
-                        ));
-                    }
-                },
-            };
-            let span = raw.service.span();
-            if zones
-                .iter()
-                .any(|z| z.name == zone && matches!(z.role, ZoneRole::Local(_)))
-            {
-                return Err(err(
-                    span,
-                    format!("zone {zone} is local: its groups come from its authority"),
-                ));
-            }
-            let name = AnycastName::new(raw.service.get_ref(), None, zone)
-                .map_err(|e| err(span.clone(), e.to_string()))?;
-            if groups.iter().any(|g| g.name == name) {
-                return Err(err(span, format!("group {name} is defined twice")));
-            }
-            // An invariant of the `config` fuzz target.
-            if let Some(zone) = name.shadowing_zone(zones.iter().map(|z| &z.name)) {
-                return Err(err(span, shadowed(&name, zone)));
-            }
-            let mut members: Vec<Member> = Vec::new();
-            for m in raw.members {
-                let span = m.address.span();
-                let address = m.address.into_inner();
-                let member = Member {
-                    address,
-                    port: m.port,
-                    probe: match m.probe {
-                        Some(url) => {
-                            let span = url.span();
-                            let url = url.into_inner();
-                            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                                return Err(err(span, format!("{url:?} is not an http(s) URL")));
-                            }
-                            url
-                        }
-                        None => default_probe_url(SocketAddr::new(address, m.port)),
-                    },
-                    cost: m.cost,
-                    weight: positive(source, m.weight)?,
-                    drained: false,
-                };
-                if members.iter().any(|o| o.endpoint() == member.endpoint()) {
-                    return Err(err(
-                        span,
-                        format!("member {} is listed twice in {name}", member.endpoint()),
-                    ));
-                }
-                members.push(member);
-            }
-            let threshold_span = raw.threshold.span();
-            let threshold = raw.threshold.into_inner();
-            if !(threshold.is_finite() && threshold >= 0.0) {
-                return Err(err(
-                    threshold_span,
-                    "threshold must be a number of at least 0".into(),
-                ));
-            }
-            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-            let ttl_span = raw.ttl.span();
-            let ttl = raw.ttl.into_inner();
-            if ttl > MAX_TTL {
-                return Err(err(
-                    ttl_span,
-                    format!("ttl {ttl} is above {MAX_TTL} seconds"),
-                ));
-            }
-            let spec = GroupSpec {
-                ttl,
-                answer: raw.answer,
-                probe_interval_ms: ms(positive_duration(source, raw.probe_interval)?),
-                probe_timeout_ms: ms(positive_duration(source, raw.probe_timeout)?),
-                fail_after: positive(source, raw.fail_after)?,
-                recover_after: positive(source, raw.recover_after)?,
-                calibration: raw.calibration,
-                load_model: raw.load_model,
-                resolvers: positive(source, raw.resolvers)?,
-                tufr_floor_ms: raw.tufr_floor.0.as_secs_f64() * 1000.0,
-                heartbeat_ms: ms(positive_duration(source, raw.heartbeat)?),
-                threshold,
-                slack_ms: raw.slack.0.as_secs_f64() * 1000.0,
-                pick: raw.pick,
-                members,
-            };
-            // Everything is checked above with its position; this catches
-            // what a later change to the spec's rules might add.
-            spec.validate()
-                .map_err(|e| err(span.clone(), e.to_string()))?;
-            groups.push(GroupConfig { name, spec });
-        }
-
-        let admin = match admin {
-            None => None,
-            Some(a) => {
-                let read_token = |file: &Spanned<PathBuf>, what: &str| {
-                    let text = std::fs::read_to_string(file.get_ref()).map_err(|e| {
-                        err(
-                            file.span(),
-                            format!(
-                                "cannot read the {what} file {}: {e}",
-                                file.get_ref().display()
-                            ),
-                        )
-                    })?;
-                    let token = text.trim().to_owned();
-                    if token.len() < 16 {
-                        return Err(err(
-                            file.span(),
-                            format!("the {what} must be at least 16 characters"),
-                        ));
-                    }
-                    Ok(token)
-                };
-                Some(AdminConfig {
-                    listen: a.listen,
-                    tls: tls_files(a.tls_cert_file, a.tls_key_file, &err)?,
-                    token: read_token(&a.token_file, "admin token")?,
-                    state_file: a.state_file,
-                    join_token: match &a.join_token_file {
-                        Some(file) => Some(read_token(file, "join token")?),
-                        None => None,
-                    },
-                })
-            }
-        };
-
-        let membership = membership_store(membership, &err)?;
-        let probe = ProbeConfig {
-            source: probe.source,
-            tls: match probe.ca_file {
-                None => ClientTls::default(),
-                Some(file) => {
-                    let span = file.span();
-                    let tls = ClientTls {
-                        ca: Some(read_pem(file, &err)?),
-                        identity: None,
-                    };
-                    tls.check().map_err(|why| err(span, why))?;
-                    tls
-                }
-            },
-        };
-
+        let err = |span: Range<usize>, message: String| source.error_at(Some(span), message);
+        let dns = DnsConfig::check(raw.dns, source)?;
+        let forward = ForwardConfig::check(raw.forward, &dns.listen, source)?;
+        let push = push_config(raw.push, source, env)?;
+        let zones = zone_configs(raw.zones, source)?;
+        let groups = group_configs(raw.groups, &zones, source)?;
         Ok(Config {
             dns,
             http: HttpConfig {
-                listen: http.listen,
-                tls: tls_files(http.tls_cert_file, http.tls_key_file, &err)?,
+                listen: raw.http.listen,
+                tls: tls_files(raw.http.tls_cert_file, raw.http.tls_key_file, &err)?,
             },
             forward,
             push,
             zones,
             groups,
-            admin,
-            probe,
-            membership,
+            admin: raw
+                .admin
+                .map(|a| AdminConfig::check(a, source))
+                .transpose()?,
+            probe: ProbeConfig::check(raw.probe, source)?,
+            membership: membership_store(raw.membership, &err)?,
+        })
+    }
+}
+
+impl DnsConfig {
+    /// Checks `[dns]`.
+    fn check(raw: RawDns, source: &Source) -> Result<DnsConfig, ConfigError> {
+        if raw.listen.get_ref().is_empty() {
+            return Err(source.error_at(Some(raw.listen.span()), "listen at least one address"));
+        }
+        let payload_span = raw.udp_payload.span();
+        let udp_payload = raw.udp_payload.into_inner();
+        if !(512..=4096).contains(&udp_payload) {
+            return Err(source.error_at(
+                Some(payload_span),
+                format!("{udp_payload} is outside 512..=4096"),
+            ));
+        }
+        Ok(DnsConfig {
+            listen: raw.listen.into_inner(),
+            max_inflight_udp: positive(source, raw.max_inflight_udp)?,
+            max_tcp_connections: positive(source, raw.max_tcp_connections)?,
+            tcp_idle_timeout: positive_duration(source, raw.tcp_idle_timeout)?,
+            udp_payload,
+        })
+    }
+}
+
+impl ForwardConfig {
+    /// Checks `[forward]`; `listen` are the resolver's own DNS addresses,
+    /// which no upstream may be.
+    fn check(
+        raw: RawForward,
+        listen: &[SocketAddr],
+        source: &Source,
+    ) -> Result<ForwardConfig, ConfigError> {
+        let mut upstreams = Vec::new();
+        for upstream in raw.upstreams {
+            let span = upstream.span();
+            let Upstream(address) = upstream.into_inner();
+            if let Some(own) = own_listener(listen, address) {
+                return Err(source.error_at(Some(span), forwarding_loop(address, own)));
+            }
+            upstreams.push(address);
+        }
+        Ok(ForwardConfig {
+            upstreams,
+            allow: raw.allow,
+            cache_size: raw.cache_size,
+            timeout: positive_duration(source, raw.timeout)?,
+        })
+    }
+}
+
+/// Checks `[push]`: its keys (secrets read through `env`) and its limit.
+fn push_config(
+    raw: RawPush,
+    source: &Source,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<PushConfig, ConfigError> {
+    let err = |span: Range<usize>, message: String| source.error_at(Some(span), message);
+    let mut keys: Vec<PushKey> = Vec::new();
+    for k in raw.keys {
+        let span = k.span();
+        let k = k.into_inner();
+        let secret = read_secret(k.file.as_deref(), k.env.as_deref(), env)
+            .map_err(|m| err(span.clone(), m))?;
+        let key = PushKey::new(&k.id, &secret).map_err(|e| err(span.clone(), e.to_string()))?;
+        if keys.iter().any(|o| o.id == key.id) {
+            return Err(err(span, format!("key {:?} is defined twice", key.id)));
+        }
+        keys.push(key);
+    }
+    let RawPushLimit {
+        rate,
+        burst,
+        sources,
+    } = raw.limit;
+    let rate_span = rate.span();
+    let rate = rate.into_inner();
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(err(
+            rate_span,
+            "rate must be a number of pushes per second above 0".into(),
+        ));
+    }
+    Ok(PushConfig {
+        keys,
+        window: positive_duration(source, raw.window)?,
+        limit: PushLimit {
+            rate,
+            burst: positive(source, burst)?,
+            sources: positive(source, sources)?,
+        },
+    })
+}
+
+/// Checks every `[[zone]]`: names, no zone twice, a role's own fields.
+fn zone_configs(raw_zones: Vec<RawZone>, source: &Source) -> Result<Vec<ZoneConfig>, ConfigError> {
+    let err = |span: Range<usize>, message: String| source.error_at(Some(span), message);
+    let mut zones: Vec<ZoneConfig> = Vec::new();
+    for raw in raw_zones {
+        let span = raw.name.span();
+        let name = Zone::new(raw.name.get_ref()).map_err(|e| err(span.clone(), e.to_string()))?;
+        if zones.iter().any(|z| z.name == name) {
+            return Err(err(span, format!("zone {name} is defined twice")));
+        }
+        let role = match raw.role {
+            RawRole::Authoritative => {
+                if raw.authority.is_some() {
+                    return Err(err(
+                        span,
+                        "`authority` goes only with role = \"local\"".into(),
+                    ));
+                }
+                ZoneRole::Authoritative
+            }
+            RawRole::Local => ZoneRole::Local(LocalZone {
+                authorities: RawAuthorities::check(raw.authority, source)?,
+                cache_ttl: positive_duration(source, raw.cache_ttl)?,
+                max_stale: positive_duration(source, raw.max_stale)?,
+            }),
+        };
+        zones.push(ZoneConfig {
+            name,
+            negative_ttl: raw.negative_ttl,
+            role,
+        });
+    }
+    Ok(zones)
+}
+
+/// Checks every `[[group]]` against the zones: each one's name, then its
+/// spec by the spec's own rules ([`GroupSpec::check`]), an error pointed at
+/// the field it is about.
+fn group_configs(
+    raw_groups: Vec<RawGroup>,
+    zones: &[ZoneConfig],
+    source: &Source,
+) -> Result<Vec<GroupConfig>, ConfigError> {
+    let mut groups: Vec<GroupConfig> = Vec::new();
+    for raw in raw_groups {
+        let name = raw.name(zones, source)?;
+        let span = raw.service.span();
+        if groups.iter().any(|g| g.name == name) {
+            return Err(source.error_at(Some(span), format!("group {name} is defined twice")));
+        }
+        let spec = raw.spec(source)?;
+        groups.push(GroupConfig { name, spec });
+    }
+    Ok(groups)
+}
+
+impl RawGroup {
+    /// The group's name: its service in its zone (named, or the only one),
+    /// which must be authoritative here and not spelled like another zone.
+    fn name(&self, zones: &[ZoneConfig], source: &Source) -> Result<AnycastName, ConfigError> {
+        let err = |span: Range<usize>, message: String| source.error_at(Some(span), message);
+        let span = self.service.span();
+        let zone = match &self.zone {
+            Some(z) => {
+                let wanted = Zone::new(z.get_ref()).map_err(|e| err(z.span(), e.to_string()))?;
+                zones
+                    .iter()
+                    .find(|c| c.name == wanted)
+                    .map(|c| c.name.clone())
+                    .ok_or_else(|| {
+                        err(
+                            z.span(),
+                            format!("zone {wanted} is not defined by any [[zone]]"),
+                        )
+                    })?
+            }
+            None => match zones {
+                [only] => only.name.clone(),
+                _ => {
+                    return Err(err(
+                        span,
+                        "this group needs `zone = ...`: there is not exactly one [[zone]]"
+                            .to_owned(),
+                    ));
+                }
+            },
+        };
+        if zones
+            .iter()
+            .any(|z| z.name == zone && matches!(z.role, ZoneRole::Local(_)))
+        {
+            return Err(err(
+                span,
+                format!("zone {zone} is local: its groups come from its authority"),
+            ));
+        }
+        let name = AnycastName::new(self.service.get_ref(), None, zone)
+            .map_err(|e| err(span.clone(), e.to_string()))?;
+        // An invariant of the `config` fuzz target.
+        if let Some(zone) = name.shadowing_zone(zones.iter().map(|z| &z.name)) {
+            return Err(err(span, shadowed(&name, zone)));
+        }
+        Ok(name)
+    }
+
+    /// The group's spec, checked by [`GroupSpec::check`]; an error names
+    /// the line of the field (or member) it is about.
+    fn spec(self, source: &Source) -> Result<GroupSpec, ConfigError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let group_span = self.service.span();
+        let field_span = |field: &str| match field {
+            "ttl" => self.ttl.span(),
+            "probe_interval_ms" => self.probe_interval.span(),
+            "probe_timeout_ms" => self.probe_timeout.span(),
+            "heartbeat_ms" => self.heartbeat.span(),
+            "fail_after" => self.fail_after.span(),
+            "recover_after" => self.recover_after.span(),
+            "resolvers" => self.resolvers.span(),
+            "threshold" => self.threshold.span(),
+            _ => group_span.clone(),
+        };
+        let member_span = |m: &RawMember, field: &str| match (field, &m.probe) {
+            ("probe", Some(url)) => url.span(),
+            ("weight", _) => m.weight.span(),
+            _ => m.address.span(),
+        };
+        let spec = GroupSpec {
+            ttl: *self.ttl.get_ref(),
+            answer: self.answer,
+            probe_interval_ms: ms(self.probe_interval.get_ref().0),
+            probe_timeout_ms: ms(self.probe_timeout.get_ref().0),
+            fail_after: *self.fail_after.get_ref(),
+            recover_after: *self.recover_after.get_ref(),
+            calibration: self.calibration,
+            load_model: self.load_model,
+            resolvers: *self.resolvers.get_ref(),
+            tufr_floor_ms: self.tufr_floor.0.as_secs_f64() * 1000.0,
+            heartbeat_ms: ms(self.heartbeat.get_ref().0),
+            threshold: *self.threshold.get_ref(),
+            slack_ms: self.slack.0.as_secs_f64() * 1000.0,
+            pick: self.pick,
+            members: self
+                .members
+                .iter()
+                .map(|m| {
+                    let address = *m.address.get_ref();
+                    Member {
+                        address,
+                        port: m.port,
+                        probe: m.probe.as_ref().map_or_else(
+                            || default_probe_url(SocketAddr::new(address, m.port)),
+                            |url| url.get_ref().clone(),
+                        ),
+                        cost: m.cost,
+                        weight: *m.weight.get_ref(),
+                        drained: false,
+                    }
+                })
+                .collect(),
+        };
+        spec.check().map_err(|(member, e)| {
+            let span = match member.and_then(|i| self.members.get(i)) {
+                Some(m) => member_span(m, e.field()),
+                None => field_span(e.field()),
+            };
+            source.error_at(Some(span), e.to_string())
+        })?;
+        Ok(spec)
+    }
+}
+
+impl AdminConfig {
+    /// Checks `[admin]`: reads its token files and its certificate.
+    fn check(raw: RawAdmin, source: &Source) -> Result<AdminConfig, ConfigError> {
+        let err = |span: Range<usize>, message: String| source.error_at(Some(span), message);
+        let read_token = |file: &Spanned<PathBuf>, what: &str| {
+            let text = std::fs::read_to_string(file.get_ref()).map_err(|e| {
+                err(
+                    file.span(),
+                    format!(
+                        "cannot read the {what} file {}: {e}",
+                        file.get_ref().display()
+                    ),
+                )
+            })?;
+            let token = text.trim().to_owned();
+            if token.len() < 16 {
+                return Err(err(
+                    file.span(),
+                    format!("the {what} must be at least 16 characters"),
+                ));
+            }
+            Ok(token)
+        };
+        Ok(AdminConfig {
+            listen: raw.listen,
+            tls: tls_files(raw.tls_cert_file, raw.tls_key_file, &err)?,
+            token: read_token(&raw.token_file, "admin token")?,
+            state_file: raw.state_file,
+            join_token: match &raw.join_token_file {
+                Some(file) => Some(read_token(file, "join token")?),
+                None => None,
+            },
+        })
+    }
+}
+
+impl ProbeConfig {
+    /// Checks `[probe]`: reads its CA file.
+    fn check(raw: RawProbe, source: &Source) -> Result<ProbeConfig, ConfigError> {
+        let err = |span: Range<usize>, message: String| source.error_at(Some(span), message);
+        let tls = match raw.ca_file {
+            None => ClientTls::default(),
+            Some(file) => {
+                let span = file.span();
+                let tls = ClientTls {
+                    ca: Some(read_pem(file, &err)?),
+                    identity: None,
+                };
+                tls.check().map_err(|why| err(span, why))?;
+                tls
+            }
+        };
+        Ok(ProbeConfig {
+            source: raw.source,
+            tls,
         })
     }
 }
@@ -1221,6 +1265,33 @@ mod tests {
         assert!(checked >= 10, "only {checked} fields checked");
     }
 
+    /// The group rules are the spec's own (`GroupSpec::check`), and each
+    /// error still names the line of the field or member it is about.
+    #[test]
+    fn a_groups_mistakes_name_their_line_by_the_specs_rules() {
+        let group = "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n";
+        for (field, line, says) in [
+            ("ttl = 86401", 5, "ttl 86401 is out of range: 0..=86400 s"),
+            ("probe_interval = \"0s\"", 5, "probe_interval_ms 0"),
+            ("heartbeat = \"0s\"", 5, "heartbeat_ms 0"),
+            ("fail_after = 0", 5, "fail_after 0"),
+            ("threshold = -1.0", 5, "threshold -1"),
+        ] {
+            let e = error(&format!("{group}{field}\n"));
+            assert!(
+                e.starts_with(&format!("test.toml:{line}:")) && e.contains(says),
+                "{field}: {e}"
+            );
+        }
+        let e = error(&format!(
+            "{group}[[group.member]]\naddress = \"1.2.3.4\"\n[[group.member]]\naddress = \"1.2.3.5\"\nprobe = \"ftp://x/\"\n"
+        ));
+        assert!(
+            e.starts_with("test.toml:9:") && e.contains("not an http(s) URL"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_reload_names_the_sections_that_wait_for_a_restart() {
         let running = with_key("0123456789abcdef", "");
@@ -1540,7 +1611,7 @@ probe = "http://[::1]:80/p.json"
 
         let e = error("[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\nresolvers = 0\n");
         assert!(
-            e.starts_with("test.toml:5:") && e.contains("greater than zero"),
+            e.starts_with("test.toml:5:") && e.contains("resolvers 0 is out of range"),
             "{e}"
         );
         let c =
@@ -1551,7 +1622,7 @@ probe = "http://[::1]:80/p.json"
             "[[zone]]\nname = \"a.b\"\n[[group]]\nservice = \"w\"\n[[group.member]]\naddress = \"1.2.3.4\"\nweight = 0\n",
         );
         assert!(
-            e.starts_with("test.toml:7:") && e.contains("greater than zero"),
+            e.starts_with("test.toml:7:") && e.contains("weight 0 is out of range"),
             "{e}"
         );
 

@@ -159,6 +159,9 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The longest TTL a group's answers may have: a day, in seconds.
+pub const MAX_TTL: u32 = 86_400;
+
 /// Why a spec cannot be a group.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -168,7 +171,7 @@ pub enum SpecError {
     OutOfRange {
         field: &'static str,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
     /// Two members with one endpoint.
     #[error("member {0} is listed twice")]
@@ -178,90 +181,91 @@ pub enum SpecError {
     BadProbeUrl(String),
 }
 
+impl SpecError {
+    /// The spec's field the error is about (`address` for a member listed
+    /// twice).
+    pub fn field(&self) -> &'static str {
+        match self {
+            SpecError::OutOfRange { field, .. } => field,
+            SpecError::DuplicateMember(_) => "address",
+            SpecError::BadProbeUrl(_) => "probe",
+        }
+    }
+}
+
+/// `Ok` if `ok`, else `field`'s value out of `expected`.
+fn range(
+    field: &'static str,
+    ok: bool,
+    value: impl ToString,
+    expected: impl Into<String>,
+) -> Result<(), SpecError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::OutOfRange {
+            field,
+            value: value.to_string(),
+            expected: expected.into(),
+        })
+    }
+}
+
+impl Member {
+    /// Checks the member's own fields.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(self.probe.starts_with("http://") || self.probe.starts_with("https://")) {
+            return Err(SpecError::BadProbeUrl(self.probe.clone()));
+        }
+        range("weight", self.weight > 0, self.weight, "> 0")
+    }
+}
+
 impl GroupSpec {
     /// Checks every field; the config, the admin API and the state file all
-    /// go through this.
+    /// go through this. Each rule is written here once.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let range = |field, ok: bool, value: String, expected| {
-            if ok {
-                Ok(())
-            } else {
-                Err(SpecError::OutOfRange {
-                    field,
-                    value,
-                    expected,
-                })
-            }
-        };
-        range(
+        self.check().map_err(|(_, e)| e)
+    }
+
+    /// [`GroupSpec::validate`], saying which member (its index) an error is
+    /// about, if one is: the config file points at that member's line.
+    pub fn check(&self) -> Result<(), (Option<usize>, SpecError)> {
+        let group = |r: Result<(), SpecError>| r.map_err(|e| (None, e));
+        group(range(
             "ttl",
-            self.ttl <= 86_400,
-            self.ttl.to_string(),
-            "0..=86400 s",
-        )?;
-        range(
-            "probe_interval_ms",
-            self.probe_interval_ms > 0,
-            self.probe_interval_ms.to_string(),
-            "> 0",
-        )?;
-        range(
-            "probe_timeout_ms",
-            self.probe_timeout_ms > 0,
-            self.probe_timeout_ms.to_string(),
-            "> 0",
-        )?;
-        range(
-            "fail_after",
-            self.fail_after > 0,
-            self.fail_after.to_string(),
-            "> 0",
-        )?;
-        range(
-            "recover_after",
-            self.recover_after > 0,
-            self.recover_after.to_string(),
-            "> 0",
-        )?;
-        range(
-            "resolvers",
-            self.resolvers > 0,
-            self.resolvers.to_string(),
-            "> 0",
-        )?;
-        range(
-            "tufr_floor_ms",
-            self.tufr_floor_ms.is_finite() && self.tufr_floor_ms >= 0.0,
-            self.tufr_floor_ms.to_string(),
-            ">= 0",
-        )?;
-        range(
-            "heartbeat_ms",
-            self.heartbeat_ms > 0,
-            self.heartbeat_ms.to_string(),
-            "> 0",
-        )?;
-        range(
-            "threshold",
-            self.threshold.is_finite() && self.threshold >= 0.0,
-            self.threshold.to_string(),
-            ">= 0",
-        )?;
-        range(
-            "slack_ms",
-            self.slack_ms.is_finite() && self.slack_ms >= 0.0,
-            self.slack_ms.to_string(),
-            ">= 0",
-        )?;
+            self.ttl <= MAX_TTL,
+            self.ttl,
+            format!("0..={MAX_TTL} s"),
+        ))?;
+        for (field, value) in [
+            ("probe_interval_ms", self.probe_interval_ms),
+            ("probe_timeout_ms", self.probe_timeout_ms),
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("fail_after", u64::from(self.fail_after)),
+            ("recover_after", u64::from(self.recover_after)),
+            ("resolvers", u64::from(self.resolvers)),
+        ] {
+            group(range(field, value > 0, value, "> 0"))?;
+        }
+        for (field, value) in [
+            ("tufr_floor_ms", self.tufr_floor_ms),
+            ("threshold", self.threshold),
+            ("slack_ms", self.slack_ms),
+        ] {
+            group(range(
+                field,
+                value.is_finite() && value >= 0.0,
+                value,
+                ">= 0",
+            ))?;
+        }
         let mut seen = std::collections::HashSet::new();
-        for m in &self.members {
+        for (i, m) in self.members.iter().enumerate() {
+            m.validate().map_err(|e| (Some(i), e))?;
             if !seen.insert(m.endpoint()) {
-                return Err(SpecError::DuplicateMember(m.endpoint()));
+                return Err((Some(i), SpecError::DuplicateMember(m.endpoint())));
             }
-            if !(m.probe.starts_with("http://") || m.probe.starts_with("https://")) {
-                return Err(SpecError::BadProbeUrl(m.probe.clone()));
-            }
-            range("weight", m.weight > 0, m.weight.to_string(), "> 0")?;
         }
         Ok(())
     }
