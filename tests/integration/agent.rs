@@ -8,7 +8,7 @@
 //!
 //! Timing assertions state the bound they use and how it follows from the
 //! configuration in a comment next to it; the tests print the measured times
-//! (`cargo test -p anycast-tests --test agent -- --nocapture`).
+//! (`cargo test -p anycast-tests --test integration -- agent:: --nocapture`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -1552,7 +1552,7 @@ fn sigterm_right_after_startup_drains_and_exits_zero() {
 /// measurement every 200 ms: a steady server (20 ms) and one alternating
 /// between 10 and 40 ms every 2 s, side by side for 60 s.
 #[test]
-#[ignore = "figure (60 s): cargo test -p anycast-tests --test agent figure_pushes -- --ignored --nocapture"]
+#[ignore = "figure (60 s): cargo test -p anycast-tests --test integration -- agent::figure_pushes --ignored --nocapture"]
 fn figure_pushes_per_minute_steady_and_fluctuating() {
     const WINDOW: Duration = Duration::from_secs(60);
     const SWITCH_EVERY: Duration = Duration::from_secs(2);
@@ -1631,7 +1631,7 @@ fn status_kb(pid: u32, field: &str) -> u64 {
 /// agent binary is the debug build `cargo test` uses, or the one named by
 /// `ANYCAST_FIGURE_AGENT` (say `target/release/anycast-agent`).
 #[test]
-#[ignore = "figure (35 s): cargo test -p anycast-tests --test agent figure_agent -- --ignored --nocapture"]
+#[ignore = "figure (35 s): cargo test -p anycast-tests --test integration -- agent::figure_agent --ignored --nocapture"]
 fn figure_agent_cpu_and_memory_at_100_measurements_per_second() {
     const WINDOW: Duration = Duration::from_secs(30);
     let binary = std::env::var_os("ANYCAST_FIGURE_AGENT")

@@ -903,7 +903,7 @@ fn etcd_over_tls_with_client_certificates() {
 /// resolvers in turn) to every resolver's DNS answers showing it. Prints the
 /// median and the maximum.
 ///
-/// `cargo test -p anycast-tests -j2 --test fleet -- --ignored --nocapture figure_propagation_over_100_changes`
+/// `cargo test -p anycast-tests -j2 --test integration -- --ignored --nocapture fleet::figure_propagation_over_100_changes`
 #[test]
 #[ignore = "a figure, not a test: run by hand"]
 fn figure_propagation_over_100_changes() {

@@ -416,7 +416,7 @@ fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
 /// RT_est against response times measured the way clients see them, and
 /// probe requests per member per minute.
 ///
-/// `cargo test -p anycast-tests --test estimation -- --ignored --nocapture figures`
+/// `cargo test -p anycast-tests --test integration -- --ignored --nocapture estimation::figures`
 #[test]
 #[ignore = "figures, not a test: run by hand"]
 fn figures_estimation_error_and_probe_rate() {

@@ -1724,7 +1724,7 @@ fn drive(addr: SocketAddr, name: &str, qps: u64, duration: Duration, threads: u6
 /// authority receives from one local resolver answering ~10,000 queries per
 /// second for one name, with the default cache_ttl (2 s).
 ///
-/// `cargo test -p anycast-tests -j2 --test hierarchy -- --ignored --nocapture figure_authority_requests_at_10k_qps`
+/// `cargo test -p anycast-tests -j2 --test integration -- --ignored --nocapture hierarchy::figure_authority_requests_at_10k_qps`
 #[test]
 #[ignore = "a figure, not a test: run by hand"]
 fn figure_authority_requests_at_10k_qps() {
@@ -1756,7 +1756,7 @@ fn figure_authority_requests_at_10k_qps() {
         requests as f64 / elapsed
     );
     eprintln!(
-        "command: cargo test -p anycast-tests -j2 --test hierarchy -- --ignored --nocapture figure_authority_requests_at_10k_qps"
+        "command: cargo test -p anycast-tests -j2 --test integration -- --ignored --nocapture hierarchy::figure_authority_requests_at_10k_qps"
     );
     assert!(answered > 0);
 }
