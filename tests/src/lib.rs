@@ -7,9 +7,11 @@
 //!   resolver forwarding to it.
 //! * [`etcd`]: a real etcd cluster from Debian's package on loopback, whose
 //!   members a test kills and restarts, with a small blocking client.
-//! * [`harness`]: builds and starts the real `anycast-resolver` and
-//!   `anycast-agent` binaries on a config, reads their logs, and a small
-//!   blocking DNS client (plus `dig`).
+//! * [`harness`]: what every test uses, re-exported from [`process`]
+//!   (builds and starts the real `anycast-resolver` and `anycast-agent`
+//!   binaries on a config, reads their logs, waits on conditions),
+//!   [`fixtures`] (config heads, the example configs) and [`dns`] (a small
+//!   blocking DNS client, plus `dig`).
 //! * [`web`]: a test web server whose response delay the test sets, for the
 //!   agent to measure.
 //! * [`http`]: a tiny blocking HTTP client for the resolver's HTTP API.
@@ -24,12 +26,15 @@
 
 pub mod authority;
 pub mod bed;
+pub mod dns;
 pub mod etcd;
 pub mod faulty;
+pub mod fixtures;
 pub mod harness;
 pub mod http;
 pub mod layout;
 pub mod nginx;
+pub mod process;
 pub mod tls;
 pub mod upstream;
 pub mod web;
