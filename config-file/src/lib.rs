@@ -298,6 +298,39 @@ pub fn each_field_left_out(text: &str) -> Result<Vec<(String, String)>, toml::de
         .collect())
 }
 
+/// What a reference file that shows every field with its default says
+/// wrongly: each field it sets (but the `site` fields, the example site's
+/// own values) is left out in turn, and must parse, by `parse`, to the same
+/// configuration (compared by `Debug`) or not at all (a required field).
+/// Returns how many fields were checked and those shown with another value
+/// than their default.
+pub fn fields_off_their_default<C: std::fmt::Debug, E>(
+    text: &str,
+    site: &[&str],
+    parse: impl Fn(&str) -> Result<C, E>,
+) -> (usize, Vec<String>) {
+    let Ok(full) = parse(text) else {
+        return (0, vec!["(the whole file does not parse)".to_owned()]);
+    };
+    let full = format!("{full:?}");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    let fields = each_field_left_out(text).unwrap_or_default();
+    for (field, without) in fields {
+        if site.contains(&field.as_str()) {
+            continue;
+        }
+        let Ok(parsed) = parse(&without) else {
+            continue; // required
+        };
+        if format!("{parsed:?}") != full {
+            wrong.push(field);
+        }
+        checked += 1;
+    }
+    (checked, wrong)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
