@@ -16,7 +16,9 @@ use std::time::Duration;
 use anycast_proto::Metric;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tokio_util::sync::CancellationToken;
@@ -164,22 +166,63 @@ fn describe() {
     );
 }
 
-/// A query type as a bounded label.
-fn qtype_label(qtype: RecordType) -> &'static str {
+/// The query types counted by name, "none" (no question) and "other" last.
+const QTYPES: [&str; 12] = [
+    "none", "A", "AAAA", "TXT", "SOA", "NS", "MX", "CNAME", "SRV", "PTR", "HTTPS", "other",
+];
+
+/// A query type as an index into [`QTYPES`]: a bounded label.
+fn qtype_index(qtype: Option<RecordType>) -> usize {
     match qtype {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::TXT => "TXT",
-        RecordType::SOA => "SOA",
-        RecordType::NS => "NS",
-        RecordType::MX => "MX",
-        RecordType::CNAME => "CNAME",
-        RecordType::SRV => "SRV",
-        RecordType::PTR => "PTR",
-        RecordType::HTTPS => "HTTPS",
-        _ => "other",
+        None => 0,
+        Some(RecordType::A) => 1,
+        Some(RecordType::AAAA) => 2,
+        Some(RecordType::TXT) => 3,
+        Some(RecordType::SOA) => 4,
+        Some(RecordType::NS) => 5,
+        Some(RecordType::MX) => 6,
+        Some(RecordType::CNAME) => 7,
+        Some(RecordType::SRV) => 8,
+        Some(RecordType::PTR) => 9,
+        Some(RecordType::HTTPS) => 10,
+        Some(_) => 11,
     }
 }
+
+/// The response codes counted by name, "other" last.
+const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
+];
+
+/// A response code as an index into [`RCODES`].
+fn rcode_index(rcode: ResponseCode) -> usize {
+    match rcode {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        ResponseCode::BADVERS => 6,
+        _ => 7,
+    }
+}
+
+/// The anycast metric as an index: 0 for none, then [`Metric::ALL`]'s order.
+fn metric_index(metric: Option<Metric>) -> usize {
+    metric.map_or(0, |m| {
+        1 + Metric::ALL.iter().position(|&a| a == m).unwrap_or_default()
+    })
+}
+
+/// Combinations of the query counter's labels.
+const QUERY_SERIES: usize = QTYPES.len() * RCODES.len() * (Metric::ALL.len() + 1);
+
+/// The query counter of each combination of labels, registered the first
+/// time it is counted: after that, counting a query allocates nothing
+/// (`counter!` with labels builds its key, three boxed labels, every call).
+static QUERY_COUNTERS: [OnceLock<Counter>; QUERY_SERIES] =
+    [const { OnceLock::new() }; QUERY_SERIES];
 
 /// Records one answered query. `metric` is the anycast metric, if the name
 /// was an anycast name.
@@ -189,27 +232,19 @@ pub fn query_answered(
     metric: Option<Metric>,
     took: Duration,
 ) {
-    counter!(
-        "anycast_dns_queries_total",
-        "qtype" => qtype.map_or("none", qtype_label),
-        "rcode" => rcode_label(rcode),
-        "metric" => metric.map_or("none", Metric::label),
-    )
-    .increment(1);
+    let (q, r, m) = (qtype_index(qtype), rcode_index(rcode), metric_index(metric));
+    let series = (q * RCODES.len() + r) * (Metric::ALL.len() + 1) + m;
+    QUERY_COUNTERS[series]
+        .get_or_init(|| {
+            counter!(
+                "anycast_dns_queries_total",
+                "qtype" => QTYPES[q],
+                "rcode" => RCODES[r],
+                "metric" => metric.map_or("none", Metric::label),
+            )
+        })
+        .increment(1);
     histogram!("anycast_dns_answer_duration_seconds").record(took.as_secs_f64());
-}
-
-fn rcode_label(rcode: ResponseCode) -> &'static str {
-    match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::BADVERS => "BADVERS",
-        _ => "other",
-    }
 }
 
 /// Records an answer given from a stale view of a local zone's group.

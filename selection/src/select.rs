@@ -215,76 +215,85 @@ pub fn equivalent_set<'g>(
     family: Family,
     measurements: &impl Measurements,
 ) -> Option<EquivalentSet<'g>> {
-    let of_family: Vec<&Member> = group.members.iter().filter(|m| family.admits(m)).collect();
-    if of_family.is_empty() {
+    // Built in place: the available members and their values, then cut
+    // down to the set (two vectors, the only allocations of a selection).
+    let of_family = || group.members.iter().filter(|m| family.admits(m));
+    let mut set = EquivalentSet {
+        members: Vec::with_capacity(group.members.len()),
+        values: Vec::with_capacity(group.members.len()),
+        basis: Basis::Applied,
+    };
+    let mut any = false;
+    for member in of_family() {
+        any = true;
+        let status = measurements.status(group, member);
+        if status.unavailable.is_none() {
+            set.members.push(member);
+            set.values.push(status.value(metric));
+        }
+    }
+    if !any {
         return None;
     }
-    let available: Vec<(&Member, Option<f64>)> = of_family
-        .iter()
-        .map(|m| (*m, measurements.status(group, m)))
-        .filter(|(_, s)| s.unavailable.is_none())
-        .map(|(m, s)| (m, s.value(metric)))
-        .collect();
-    let set = |pairs: Vec<(&'g Member, Option<f64>)>, basis| {
-        let (members, values) = pairs.into_iter().unzip();
-        EquivalentSet {
-            members,
-            values,
-            basis,
-        }
-    };
-    if available.is_empty() {
+    if set.members.is_empty() {
         // Fallback: availability is ignored, estimates too (they describe
         // members that are failing), and the metric applies to the rest.
         // Members the operator drained stay out unless every one is drained.
-        let not_drained: Vec<&Member> = of_family.iter().copied().filter(|m| !m.drained).collect();
-        let candidates = if not_drained.is_empty() {
-            of_family
-        } else {
-            not_drained
-        };
-        let all: Vec<(&Member, Option<f64>)> = candidates.into_iter().map(|m| (m, None)).collect();
-        let all = match metric {
-            Metric::Cost => least_cost(all),
-            _ => all,
-        };
-        return Some(set(all, Basis::NoneAvailable));
+        let all_drained = of_family().all(|m| m.drained);
+        set.members
+            .extend(of_family().filter(|m| all_drained || !m.drained));
+        set.values.resize(set.members.len(), None);
+        set.basis = Basis::NoneAvailable;
+        if metric == Metric::Cost {
+            set.keep_least_cost();
+        }
+        return Some(set);
     }
-    Some(match metric {
-        Metric::Rr | Metric::Random => set(available, Basis::Applied),
-        Metric::Cost => set(least_cost(available), Basis::Applied),
+    match metric {
+        Metric::Rr | Metric::Random => {}
+        Metric::Cost => set.keep_least_cost(),
         Metric::Rt | Metric::Load | Metric::Path => {
-            let best = available
-                .iter()
-                .filter_map(|(_, v)| *v)
-                .min_by(f64::total_cmp);
+            let best = set.values.iter().filter_map(|v| *v).min_by(f64::total_cmp);
             match best {
-                None => set(available, Basis::Unmeasured),
+                None => set.basis = Basis::Unmeasured,
                 Some(best_ms) => {
                     let c = group.selection;
                     let limit_ms = (best_ms * (1.0 + c.relative)).max(best_ms + c.slack_ms);
-                    let within = available
-                        .into_iter()
-                        .filter(|(_, v)| v.is_some_and(|v| v <= limit_ms))
-                        .collect();
-                    set(within, Basis::Measured { best_ms, limit_ms })
+                    set.retain(|_, v| v.is_some_and(|v| v <= limit_ms));
+                    set.basis = Basis::Measured { best_ms, limit_ms };
                 }
             }
         }
-    })
+    }
+    Some(set)
 }
 
-/// The members of least cost.
-fn least_cost(members: Vec<(&Member, Option<f64>)>) -> Vec<(&Member, Option<f64>)> {
-    let least = members
-        .iter()
-        .map(|(m, _)| m.cost)
-        .min()
-        .unwrap_or_default();
-    members
-        .into_iter()
-        .filter(|(m, _)| m.cost == least)
-        .collect()
+impl EquivalentSet<'_> {
+    /// Keeps the members (and their values) for which `keep` holds, in
+    /// order.
+    fn retain(&mut self, keep: impl Fn(&Member, Option<f64>) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.members.len() {
+            if keep(self.members[i], self.values[i]) {
+                self.members.swap(kept, i);
+                self.values.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.members.truncate(kept);
+        self.values.truncate(kept);
+    }
+
+    /// Keeps the members of least cost.
+    fn keep_least_cost(&mut self) {
+        let least = self
+            .members
+            .iter()
+            .map(|m| m.cost)
+            .min()
+            .unwrap_or_default();
+        self.retain(|m, _| m.cost == least);
+    }
 }
 
 /// Chooses a member of `group` of the given family by `metric`.
