@@ -86,11 +86,14 @@ impl Zone {
     }
 
     /// Whether `lower_name` (lower case, no trailing dot) is this zone or under it.
-    fn contains(&self, lower_name: &str) -> bool {
-        lower_name == self.0
-            || lower_name
-                .strip_suffix(self.0.as_str())
-                .is_some_and(|head| head.ends_with('.'))
+    /// Whether `name` (any case, no trailing dot) is this zone or under it.
+    fn contains(&self, name: &str) -> bool {
+        let zone = self.0.as_bytes();
+        let name = name.as_bytes();
+        let Some(split) = name.len().checked_sub(zone.len()) else {
+            return false;
+        };
+        name[split..].eq_ignore_ascii_case(zone) && (split == 0 || name[split - 1] == b'.')
     }
 }
 
@@ -185,14 +188,11 @@ impl fmt::Display for AnycastName {
 /// without validating the rest of the name. The DNS front uses this to decide
 /// between answering and forwarding before it parses.
 pub fn zone_of<'z>(name: &str, zones: &'z [Zone]) -> Option<&'z Zone> {
-    let lower = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    let lower = match lower.split_once('%') {
-        Some((_, domain)) => domain.to_owned(),
-        None => lower,
-    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let domain = name.split_once('%').map_or(name, |(_, domain)| domain);
     zones
         .iter()
-        .filter(|z| z.contains(&lower))
+        .filter(|z| z.contains(domain))
         .max_by_key(|z| z.0.len())
 }
 
