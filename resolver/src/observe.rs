@@ -90,9 +90,7 @@ impl Observed<'_> {
                 service_ms: p.service_ms,
             })
     }
-}
 
-impl Observed<'_> {
     /// Hands the scrape-time values to telemetry: the push counters, and
     /// each member's gauges with whether it is in `rt`'s set now.
     pub fn record_metrics(&self, directory: &Directory) {
