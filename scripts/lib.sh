@@ -72,7 +72,8 @@ listening() {
 # members are down and answers use the fallback (every member considered),
 # which does the same work per query as measured members. Its config is
 # $work/resolver.toml and its log $work/resolver.log; sets $resolver (the
-# DNS address) and $resolver_pid.
+# DNS address) and $resolver_pid. With $pin set to a CPU list, the resolver
+# runs on those cores only (taskset), and its runtime sizes itself to them.
 start_bench_resolver() {
     local upstream=$1
     cat >"$work/resolver.toml" <<EOF
@@ -96,7 +97,7 @@ cost = 30
 address = "127.0.1.3"
 cost = 80
 EOF
-    NO_COLOR=1 start_bg "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log"
+    NO_COLOR=1 start_bg ${pin:+taskset -c "$pin"} "$bin/anycast-resolver" --config "$work/resolver.toml" 2>"$work/resolver.log"
     resolver_pid=$last_pid
     resolver=$(listening "$work/resolver.log" dns-udp)
 }

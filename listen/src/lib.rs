@@ -51,11 +51,29 @@ impl Pair {
 /// another port drawn, up to [`TRIES`] times. With a fixed port there is
 /// nothing to retry: the error is returned as it is.
 pub fn bind(addr: SocketAddr) -> io::Result<Pair> {
+    let (mut udp, tcp) = bind_shared(addr, 1)?;
+    let udp = udp.pop().expect("one UDP socket asked for");
+    Ok(Pair { udp, tcp })
+}
+
+/// Like [`bind`], with `udp_sockets` UDP sockets (at least one) on the same
+/// address that share its datagrams (`SO_REUSEPORT`: the kernel gives each
+/// client's datagrams to one of them), so as many threads can each read
+/// their own. Only sockets of the same user can join them.
+pub fn bind_shared(
+    addr: SocketAddr,
+    udp_sockets: usize,
+) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
+    let shared = udp_sockets > 1;
     for _ in 0..TRIES {
-        let udp = UdpSocket::bind(addr)?;
-        let port = udp.local_addr()?.port();
-        match listen_tcp(SocketAddr::new(addr.ip(), port)) {
-            Ok(tcp) => return Ok(Pair { udp, tcp }),
+        let first = bind_udp(addr, shared)?;
+        let bound = first.local_addr()?;
+        let mut udp = vec![first];
+        for _ in 1..udp_sockets {
+            udp.push(bind_udp(bound, true)?);
+        }
+        match listen_tcp(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
         }
@@ -67,6 +85,16 @@ pub fn bind(addr: SocketAddr) -> io::Result<Pair> {
             addr.ip()
         ),
     ))
+}
+
+/// A UDP socket bound on `addr`, sharing it (`SO_REUSEPORT`) if `shared`.
+fn bind_udp(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// A TCP listener as `TcpListener::bind` makes it (`SO_REUSEADDR`, so a port

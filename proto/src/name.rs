@@ -198,76 +198,127 @@ pub fn zone_of<'z>(name: &str, zones: &'z [Zone]) -> Option<&'z Zone> {
 
 /// Parses arbitrary bytes (for example a DNS query name) as an anycast name.
 pub fn parse_bytes(input: &[u8], zones: &[Zone]) -> Result<AnycastName, NameError> {
-    if !input.is_ascii() {
-        return Err(NameError::NonAscii);
-    }
-    // ASCII is valid UTF-8.
-    let text = std::str::from_utf8(input).map_err(|_| NameError::NonAscii)?;
-    parse(text, zones)
+    let mut buf = [0; MAX_NAME_LEN];
+    parse_in(input, zones, &mut buf).map(|name| name.to_owned())
 }
 
 /// Parses either form of an anycast name, given the configured zones.
 pub fn parse(input: &str, zones: &[Zone]) -> Result<AnycastName, NameError> {
+    parse_bytes(input.as_bytes(), zones)
+}
+
+/// Room for a name's lower-cased text, which [`parse_in`] reads into.
+pub type NameBuf = [u8; MAX_NAME_LEN];
+
+/// An anycast name read in place by [`parse_in`]: the same name as an
+/// [`AnycastName`], borrowing its text instead of owning it, so the DNS
+/// path answers without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameRef<'b, 'z> {
+    metric: Option<Metric>,
+    /// `service.zone`, lower case: the group's name.
+    group: &'b str,
+    service_len: usize,
+    zone: &'z Zone,
+}
+
+impl NameRef<'_, '_> {
+    /// The group's name, `service.zone` in lower case, whichever form the
+    /// name was in (as [`AnycastName::group_name`] displays).
+    pub fn group(&self) -> &str {
+        self.group
+    }
+
+    /// The metric to select by: the named one, or [`Metric::DEFAULT`].
+    pub fn metric(&self) -> Metric {
+        self.metric.unwrap_or(Metric::DEFAULT)
+    }
+
+    /// The metric exactly as the name gave it, if it gave one.
+    pub fn explicit_metric(&self) -> Option<Metric> {
+        self.metric
+    }
+
+    /// The name, owned.
+    pub fn to_owned(&self) -> AnycastName {
+        AnycastName {
+            service: self.group[..self.service_len].to_owned(),
+            metric: self.metric,
+            zone: self.zone.clone(),
+        }
+    }
+}
+
+/// Parses either form of an anycast name from arbitrary bytes, writing its
+/// lower-cased text into `buf`; allocates only to describe an error.
+pub fn parse_in<'b, 'z>(
+    input: &[u8],
+    zones: &'z [Zone],
+    buf: &'b mut NameBuf,
+) -> Result<NameRef<'b, 'z>, NameError> {
     if !input.is_ascii() {
         return Err(NameError::NonAscii);
     }
-    let trimmed = input.strip_suffix('.').unwrap_or(input);
+    let trimmed = input.strip_suffix(b".").unwrap_or(input);
     if trimmed.is_empty() {
         return Err(NameError::Empty);
     }
-    check_length(trimmed)?;
-    let lower = trimmed.to_ascii_lowercase();
+    if trimmed.len() > MAX_NAME_LEN {
+        return Err(NameError::NameTooLong { len: trimmed.len() });
+    }
+    let len = trimmed.len();
+    for (to, from) in buf.iter_mut().zip(trimmed) {
+        *to = from.to_ascii_lowercase();
+    }
+    let lower = std::str::from_utf8(&buf[..len]).map_err(|_| NameError::NonAscii)?;
 
-    let (head, zone) = match lower.split_once('%') {
+    // Where the head (`[metric.]service`) ends, and where the zone starts.
+    let (head_end, zone) = match lower.split_once('%') {
         Some((head, domain)) => {
             if domain.contains('%') {
-                return Err(NameError::MultiplePercent { name: lower });
+                return Err(NameError::MultiplePercent { name: lower.into() });
             }
             if head.is_empty() || domain.is_empty() {
-                return Err(NameError::EmptyLabel { name: lower });
+                return Err(NameError::EmptyLabel { name: lower.into() });
             }
             for label in domain.split('.') {
-                check_label(label, &lower)?;
-            }
-            let zone =
-                zones
-                    .iter()
-                    .find(|z| z.0 == domain)
-                    .ok_or_else(|| NameError::NotInZone {
-                        name: lower.clone(),
-                    })?;
-            (head, zone)
-        }
-        None => {
-            for label in lower.split('.') {
-                check_label(label, &lower)?;
+                check_label(label, lower)?;
             }
             let zone = zones
                 .iter()
-                .filter(|z| z.contains(&lower))
+                .find(|z| z.0 == domain)
+                .ok_or_else(|| NameError::NotInZone { name: lower.into() })?;
+            (head.len(), zone)
+        }
+        None => {
+            for label in lower.split('.') {
+                check_label(label, lower)?;
+            }
+            let zone = zones
+                .iter()
+                .filter(|z| z.contains(lower))
                 .max_by_key(|z| z.0.len())
-                .ok_or_else(|| NameError::NotInZone {
-                    name: lower.clone(),
-                })?;
+                .ok_or_else(|| NameError::NotInZone { name: lower.into() })?;
             if lower.len() == zone.0.len() {
-                return Err(NameError::ZoneApex { name: lower });
+                return Err(NameError::ZoneApex { name: lower.into() });
             }
             // `lower` ends with ".<zone>"; drop it.
-            (&lower[..lower.len() - zone.0.len() - 1], zone)
+            (lower.len() - zone.0.len() - 1, zone)
         }
     };
 
+    let head = &lower[..head_end];
     let mut labels = head.split('.');
     let (metric, service) = match (labels.next(), labels.next(), labels.next()) {
         (Some(service), None, _) => (None, service),
         (Some(metric), Some(service), None) => (Some(metric), service),
-        _ => return Err(NameError::TooManyLabels { name: lower }),
+        _ => return Err(NameError::TooManyLabels { name: lower.into() }),
     };
-    check_label(service, &lower)?;
+    check_label(service, lower)?;
     let metric = match metric {
         None => None,
         Some(label) => {
-            check_label(label, &lower)?;
+            check_label(label, lower)?;
             Some(
                 Metric::from_label(label).ok_or_else(|| NameError::UnknownMetric {
                     metric: label.to_owned(),
@@ -275,10 +326,16 @@ pub fn parse(input: &str, zones: &[Zone]) -> Result<AnycastName, NameError> {
             )
         }
     };
-    Ok(AnycastName {
-        service: service.to_owned(),
+    let (service_start, service_len) = (head_end - service.len(), service.len());
+    // The paper's form joins service and zone with `%`: spell the group's
+    // name with a dot, as the DNS form does.
+    buf[head_end] = b'.';
+    let group = std::str::from_utf8(&buf[service_start..len]).map_err(|_| NameError::NonAscii)?;
+    Ok(NameRef {
         metric,
-        zone: zone.clone(),
+        group,
+        service_len,
+        zone,
     })
 }
 
@@ -326,6 +383,32 @@ mod tests {
 
     fn p(s: &str) -> Result<AnycastName, NameError> {
         parse(s, &zones())
+    }
+
+    #[test]
+    fn a_name_read_in_place_names_its_group_in_either_form() {
+        let zones = zones();
+        for (input, group, metric) in [
+            (
+                "rt.Web.Any.Example.NET.",
+                "web.any.example.net",
+                Some(Metric::Rt),
+            ),
+            (
+                "rt.web%any.example.net",
+                "web.any.example.net",
+                Some(Metric::Rt),
+            ),
+            ("web%any.example.net", "web.any.example.net", None),
+            ("web.example.net", "web.example.net", None),
+        ] {
+            let mut buf = [0; MAX_NAME_LEN];
+            let name = parse_in(input.as_bytes(), &zones, &mut buf).unwrap();
+            assert_eq!(name.group(), group, "{input}");
+            assert_eq!(name.explicit_metric(), metric, "{input}");
+            assert_eq!(name.to_owned(), p(input).unwrap(), "{input}");
+            assert_eq!(name.to_owned().group_name().to_string(), group, "{input}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::observe::Observations;
 use crate::select::{self, Family};
 use crate::telemetry;
 use crate::view::GroupView;
+use crate::wire::{self, PlainQuery};
 
 /// EDNS option (from the local/experimental range, RFC 6891 9) with which a
 /// client asks for the whole equivalent set, the pick first, whatever the
@@ -62,6 +63,27 @@ pub struct DnsFront {
     forwarder: Forwarder,
     allow: Vec<IpNet>,
     udp_payload: u16,
+}
+
+/// What [`DnsFront::answer_now`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// The response is in the buffer.
+    Answered,
+    /// Nothing is to be sent: the bytes were not a DNS query we can answer
+    /// (too short for a header, or a response).
+    Nothing,
+    /// The answer depends on another server (a forwarded name, a local
+    /// zone's group to learn from its authority).
+    Wait,
+}
+
+/// What a reply waits for.
+enum Pending {
+    /// The upstream's answer.
+    Forward,
+    /// The local zone's authority's view of this group.
+    Local(Box<ZoneConfig>, AnycastName),
 }
 
 /// The response being built, before encoding.
@@ -115,10 +137,170 @@ impl DnsFront {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let started = Instant::now();
-        let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
+        if let Some(query) = PlainQuery::read(&bytes, SET_OPTION) {
+            let mut response = Vec::new();
+            if self.answer_plain(&query, src, transport, started, &mut response) {
+                return Some(response);
+            }
+        }
+        let request = match self.decode(bytes, src, transport, started) {
+            Ok(request) => request,
+            Err(done) => return done,
+        };
+        let reply = match self.reply_now(&request, src) {
+            Ok(reply) => reply,
+            Err(pending) => self.reply_later(&request, src, pending).await,
+        };
+        Some(self.finish(reply, &request, transport, started))
+    }
+
+    /// Answers one request if that needs no waiting, writing the response
+    /// into `out` (reused: an anycast answer allocates nothing).
+    /// [`Ready::Wait`] means the answer depends on another server: get it
+    /// from [`DnsFront::answer`].
+    pub fn answer_now(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Ready {
+        let started = Instant::now();
+        if let Some(query) = PlainQuery::read(bytes, SET_OPTION)
+            && self.answer_plain(&query, src, transport, started, out)
+        {
+            return Ready::Answered;
+        }
+        self.answer_general_now(bytes, src, transport, started, out)
+    }
+
+    /// [`DnsFront::answer_now`] through hickory's codec, for any request.
+    fn answer_general_now(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        started: Instant,
+        out: &mut Vec<u8>,
+    ) -> Ready {
+        let request = match self.decode(bytes.to_vec(), src, transport, started) {
+            Ok(request) => request,
+            Err(Some(response)) => {
+                *out = response;
+                return Ready::Answered;
+            }
+            Err(None) => return Ready::Nothing,
+        };
+        match self.reply_now(&request, src) {
+            Ok(reply) => {
+                *out = self.finish(reply, &request, transport, started);
+                Ready::Answered
+            }
+            Err(_) => Ready::Wait,
+        }
+    }
+
+    /// Answers a plain query for the addresses of an anycast name of an
+    /// authoritative zone, without hickory's codec; `false` (and nothing
+    /// recorded) for any other query or answer, which the general path
+    /// gives: names that are not groups, NODATA, a set too large for the
+    /// client's payload.
+    fn answer_plain(
+        &self,
+        query: &PlainQuery<'_>,
+        src: SocketAddr,
+        transport: Transport,
+        started: Instant,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let family = match RecordType::from(query.qtype) {
+            RecordType::A => Family::V4,
+            RecordType::AAAA => Family::V6,
+            _ => return false,
+        };
+        let mut text = [0; wire::MAX_WIRE_NAME];
+        let Some(qname) = query.name_text(&mut text) else {
+            return false;
+        };
+        let directory = self.directory.borrow().clone();
+        let zone = name::zone_of(qname, directory.zones())
+            .and_then(|zone| directory.zone_configs().iter().find(|z| &z.name == zone));
+        if !zone.is_some_and(|zone| zone.role == ZoneRole::Authoritative) {
+            return false;
+        }
+        let mut buf = [0; name::MAX_NAME_LEN];
+        let Ok(name) = name::parse_in(qname.as_bytes(), directory.zones(), &mut buf) else {
+            return false;
+        };
+        let Some(group) = directory.group_of(&name) else {
+            return false;
+        };
+        let edns = query
+            .edns
+            .map(|theirs| theirs.payload.clamp(512, self.udp_payload));
+        let max_size = usize::from(match transport {
+            Transport::Tcp => u16::MAX,
+            Transport::Udp => edns.unwrap_or(512),
+        });
+        let mode = match query.edns {
+            Some(theirs) if theirs.has_option => AnswerMode::Set,
+            _ => group.answer,
+        };
+        // The largest set there could be must fit (truncation is the
+        // general path's), decided before selecting, which moves `rr` on.
+        let largest = group.members.iter().filter(|m| family.admits(m));
+        let largest = match mode {
+            AnswerMode::One => query.answer_len(largest.take(1).map(|m| m.address)),
+            AnswerMode::Set => query.answer_len(largest.map(|m| m.address)),
+        };
+        if largest > max_size {
+            return false;
+        }
+        let observed = self.observations.at(started);
+        let Some(choice) =
+            select::select(group, name.metric(), family, &observed, &mut rand::rng())
+        else {
+            return false;
+        };
+        self.observations
+            .answered(&group.name, choice.pick.endpoint(), observed.now);
+        let members = match mode {
+            AnswerMode::One => &choice.set.members[..1],
+            AnswerMode::Set => &choice.set.members[..],
+        };
+        query.write_answer(
+            members.iter().map(|m| m.address),
+            group.ttl,
+            self.may_recurse(src.ip()),
+            edns,
+            out,
+        );
+        let qtype = Some(RecordType::from(query.qtype));
+        telemetry::query_answered(
+            qtype,
+            ResponseCode::NoError,
+            Some(name.metric()),
+            started.elapsed(),
+        );
+        true
+    }
+
+    /// Decodes a request with hickory, or answers at once what cannot be
+    /// decoded (the error): nothing for a response, FORMERR for a malformed
+    /// query.
+    fn decode(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        transport: Transport,
+        started: Instant,
+    ) -> Result<Request, Option<Vec<u8>>> {
+        let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
+            return Err(None);
+        };
         if header.metadata.message_type == MessageType::Response {
             // Answering responses invites reflection loops.
-            return None;
+            return Err(None);
         }
         let protocol = match transport {
             Transport::Udp => Protocol::Udp,
@@ -126,9 +308,11 @@ impl DnsFront {
         };
         let formerr = || {
             let reply = Reply::new(&header.metadata, ResponseCode::FormErr);
-            let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+            let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                return Err(None);
+            };
             telemetry::query_answered(None, ResponseCode::FormErr, None, started.elapsed());
-            Some(self.encode(reply, &no_queries, None, transport))
+            Err(Some(self.encode(reply, &no_queries, None, transport)))
         };
         // More than one question is FORMERR whatever follows (see `reply`).
         // Answered before decoding, because the decoder reserves room for
@@ -150,74 +334,122 @@ impl DnsFront {
             debug!(client = %src, "question name compressed into the header");
             return formerr();
         }
+        Ok(request)
+    }
 
+    /// Encodes the reply to a decoded request, with our EDNS if it had
+    /// EDNS, and counts it.
+    fn finish(
+        &self,
+        reply: Reply,
+        request: &MessageRequest,
+        transport: Transport,
+        started: Instant,
+    ) -> Vec<u8> {
         let edns = request.edns.as_ref().map(|theirs| {
             let mut ours = Edns::new();
             ours.set_version(EDNS_VERSION);
             ours.set_max_payload(theirs.max_payload().clamp(512, self.udp_payload));
             ours
         });
-        let reply = self.reply(&request, src).await;
         let (rcode, metric) = (reply.metadata.response_code, reply.metric);
         let response = self.encode(reply, &request.queries, edns.as_ref(), transport);
         let qtype = request.queries.queries().first().map(|q| q.query_type());
         telemetry::query_answered(qtype, rcode, metric, started.elapsed());
-        Some(response)
+        response
     }
 
-    async fn reply(&self, request: &MessageRequest, src: SocketAddr) -> Reply {
+    /// The reply to a decoded request, unless it has to wait for another
+    /// server.
+    fn reply_now(&self, request: &MessageRequest, src: SocketAddr) -> Result<Reply, Pending> {
         let meta = &request.metadata;
         if request
             .edns
             .as_ref()
             .is_some_and(|e| e.version() > EDNS_VERSION)
         {
-            return Reply::new(meta, ResponseCode::BADVERS);
+            return Ok(Reply::new(meta, ResponseCode::BADVERS));
         }
         if meta.op_code != OpCode::Query {
-            return Reply::new(meta, ResponseCode::NotImp);
+            return Ok(Reply::new(meta, ResponseCode::NotImp));
         }
         let [query] = request.queries.queries() else {
-            return Reply::new(meta, ResponseCode::FormErr);
+            return Ok(Reply::new(meta, ResponseCode::FormErr));
         };
         let qname = query.original().name();
-        let qtype = query.query_type();
         if query.query_class() != DNSClass::IN {
-            return Reply::new(meta, ResponseCode::Refused);
+            return Ok(Reply::new(meta, ResponseCode::Refused));
         }
 
         let may_recurse = self.may_recurse(src.ip());
         // One snapshot of membership for the whole answer.
-        let mut directory = self.directory.borrow().clone();
-        if let Some(zone) = zone_of(&directory, qname).cloned() {
-            if let ZoneRole::Local(local) = &zone.role
+        let directory = self.directory.borrow().clone();
+        if let Some(zone) = zone_of(&directory, qname) {
+            if let ZoneRole::Local(_) = &zone.role
                 && let Ok(name) = parse_qname(qname, directory.zones())
             {
-                match self.authorities.ensure(&name.group_name(), local).await {
-                    Known::Unavailable => return Reply::new(meta, ResponseCode::ServFail),
-                    // What was just learned is in the newest snapshot.
-                    Known::Group | Known::NoGroup => directory = self.directory.borrow().clone(),
-                }
+                return Err(Pending::Local(Box::new(zone.clone()), name.group_name()));
             }
-            let wants_set = request
-                .edns
-                .as_ref()
-                .is_some_and(|e| e.options().get(EdnsCode::from(SET_OPTION)).is_some());
-            let mut reply = self.anycast(&directory, meta, &zone, qname, qtype, wants_set);
-            reply.metadata.authoritative = true;
-            reply.metadata.recursion_available = may_recurse;
-            return reply;
+            return Ok(self.anycast_reply(&directory, request, zone, may_recurse));
         }
-
         if !may_recurse {
             debug!(client = %src, %qname, "recursion refused");
-            return Reply::new(meta, ResponseCode::Refused);
+            return Ok(Reply::new(meta, ResponseCode::Refused));
         }
-        let forwarded = self.forwarder.forward(qname, qtype).await;
-        let mut reply = Reply::new(meta, forwarded.rcode);
-        reply.metadata.recursion_available = true;
-        reply.answers = forwarded.answers;
-        reply.authorities = forwarded.authorities;
+        Err(Pending::Forward)
+    }
+
+    /// The reply that waits for another server: the upstream's, or the
+    /// local zone's authority's view of a group.
+    async fn reply_later(
+        &self,
+        request: &MessageRequest,
+        src: SocketAddr,
+        pending: Pending,
+    ) -> Reply {
+        let meta = &request.metadata;
+        let query = &request.queries.queries()[0];
+        let (qname, qtype) = (query.original().name(), query.query_type());
+        match pending {
+            Pending::Local(zone, group) => {
+                let ZoneRole::Local(local) = &zone.role else {
+                    unreachable!("only a local zone's names wait for its authority")
+                };
+                if self.authorities.ensure(&group, local).await == Known::Unavailable {
+                    return Reply::new(meta, ResponseCode::ServFail);
+                }
+                // What was just learned is in the newest snapshot.
+                let directory = self.directory.borrow().clone();
+                self.anycast_reply(&directory, request, &zone, self.may_recurse(src.ip()))
+            }
+            Pending::Forward => {
+                let forwarded = self.forwarder.forward(qname, qtype).await;
+                let mut reply = Reply::new(meta, forwarded.rcode);
+                reply.metadata.recursion_available = true;
+                reply.answers = forwarded.answers;
+                reply.authorities = forwarded.authorities;
+                reply
+            }
+        }
+    }
+
+    /// The reply for a name under an anycast zone, authoritative.
+    fn anycast_reply(
+        &self,
+        directory: &Directory,
+        request: &MessageRequest,
+        zone: &ZoneConfig,
+        may_recurse: bool,
+    ) -> Reply {
+        let query = &request.queries.queries()[0];
+        let wants_set = request
+            .edns
+            .as_ref()
+            .is_some_and(|e| e.options().get(EdnsCode::from(SET_OPTION)).is_some());
+        let (qname, qtype) = (query.original().name(), query.query_type());
+        let mut reply = self.anycast(directory, &request.metadata, zone, qname, qtype, wants_set);
+        reply.metadata.authoritative = true;
+        reply.metadata.recursion_available = may_recurse;
         reply
     }
 
@@ -489,7 +721,163 @@ fn character_strings(line: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::character_strings;
+    use super::*;
+    use crate::membership::Membership;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+
+    /// A front over `config` with nothing observed and no sockets.
+    fn front(config: &str) -> DnsFront {
+        let config = Config::from_toml(config, std::path::Path::new("test.toml")).unwrap();
+        let membership = Membership::new(config.zones.clone(), config.group_specs(), None).unwrap();
+        let observations = Observations::new(config.push.clone());
+        let forwarder = Forwarder::new(&config.forward).unwrap();
+        let membership = Arc::new(membership);
+        let authorities = Authorities::new(
+            membership.clone(),
+            observations.pushes.clone(),
+            forwarder.clone(),
+        )
+        .unwrap();
+        DnsFront::new(
+            &config,
+            membership.subscribe(),
+            observations,
+            authorities,
+            forwarder,
+        )
+    }
+
+    const GROUPS: &str = r#"
+[dns]
+udp_payload = 1232
+[[zone]]
+name = "any.example.net"
+[[group]]
+service = "solo"
+[[group.member]]
+address = "192.0.2.1"
+[[group]]
+service = "dual"
+answer = "set"
+[[group.member]]
+address = "2001:db8::1"
+[[group.member]]
+address = "192.0.2.2"
+[[group]]
+service = "many"
+[[group.member]]
+address = "192.0.2.10"
+cost = 1
+[[group.member]]
+address = "192.0.2.11"
+cost = 2
+[[group.member]]
+address = "192.0.2.12"
+cost = 3
+"#;
+
+    fn request(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Message {
+        let mut message = Message::new(0xBEEF, MessageType::Query, OpCode::Query);
+        // Labels as they are: `from_ascii` refuses the paper's `%`.
+        let labels = name.trim_end_matches('.').split('.').map(str::as_bytes);
+        let name = Name::from_labels(labels).unwrap();
+        message.add_query(Query::query(name, qtype));
+        if let Some((payload, set)) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(payload);
+            if set {
+                e.options_mut()
+                    .insert(EdnsOption::Unknown(SET_OPTION, vec![]));
+            }
+            message.set_edns(e);
+        }
+        message
+    }
+
+    /// Each plain query the front answers without hickory's codec gets the
+    /// same message as hickory's path gives it.
+    #[tokio::test]
+    async fn a_plain_answer_is_what_the_general_path_would_send() {
+        let front = front(GROUPS);
+        let clients: [SocketAddr; 2] = [
+            "127.0.0.1:5300".parse().unwrap(),
+            "192.0.2.99:5300".parse().unwrap(),
+        ];
+        let mut asked = 0;
+        for name in [
+            "solo.any.example.net.",
+            "rt.SOLO.any.example.net.",
+            "cost.solo%any.example.net.",
+            "dual.any.example.net.",
+            "cost.many.any.example.net.",
+        ] {
+            for qtype in [RecordType::A, RecordType::AAAA] {
+                for edns in [
+                    None,
+                    Some((4096, false)),
+                    Some((100, false)),
+                    Some((1232, true)),
+                ] {
+                    for (flags, client) in [(false, clients[0]), (true, clients[1])] {
+                        let mut message = request(name, qtype, edns);
+                        message.metadata.recursion_desired = flags;
+                        message.metadata.checking_disabled = flags;
+                        let bytes = message.to_vec().unwrap();
+                        let query = PlainQuery::read(&bytes, SET_OPTION).unwrap();
+                        let (mut plain, mut general) = (Vec::new(), Vec::new());
+                        let started = Instant::now();
+                        if !front.answer_plain(&query, client, Transport::Udp, started, &mut plain)
+                        {
+                            continue;
+                        }
+                        asked += 1;
+                        let ready = front.answer_general_now(
+                            &bytes,
+                            client,
+                            Transport::Udp,
+                            started,
+                            &mut general,
+                        );
+                        assert_eq!(ready, Ready::Answered);
+                        assert_eq!(
+                            Message::from_vec(&plain).unwrap(),
+                            Message::from_vec(&general).unwrap(),
+                            "{name} {qtype} {edns:?} {flags}"
+                        );
+                        // The same message, the answers' name a pointer to
+                        // the question's (hickory writes it out again).
+                        assert!(plain.len() <= general.len());
+                    }
+                }
+            }
+        }
+        // A for every name, AAAA for dual: 6 names-and-types, 4 EDNS, 2 clients.
+        assert_eq!(asked, 6 * 4 * 2);
+    }
+
+    /// What the plain path leaves to hickory's: no group, NODATA, a zone's
+    /// apex, other types.
+    #[tokio::test]
+    async fn the_plain_path_answers_only_addresses_of_a_group() {
+        let front = front(GROUPS);
+        let client: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        for (name, qtype) in [
+            ("nothing.any.example.net.", RecordType::A),
+            ("solo.any.example.net.", RecordType::AAAA),
+            ("any.example.net.", RecordType::A),
+            ("solo.any.example.net.", RecordType::TXT),
+            ("www.example.org.", RecordType::A),
+        ] {
+            let bytes = request(name, qtype, None).to_vec().unwrap();
+            let query = PlainQuery::read(&bytes, SET_OPTION).unwrap();
+            let mut out = Vec::new();
+            assert!(
+                !front.answer_plain(&query, client, Transport::Udp, Instant::now(), &mut out),
+                "{name} {qtype}"
+            );
+        }
+    }
 
     #[test]
     fn long_txt_lines_become_several_character_strings() {

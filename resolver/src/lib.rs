@@ -51,6 +51,7 @@ pub mod push;
 pub mod server;
 pub mod telemetry;
 pub mod view;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,10 +1,16 @@
 //! DNS transports: UDP and TCP listeners feeding the [`DnsFront`].
 //!
+//! Each listening address has one UDP socket per core (`SO_REUSEPORT`), and
+//! each socket a task that reads datagrams as they come and answers at once
+//! what needs no waiting (every anycast name), into one reused buffer: no
+//! task and no allocation per query. A query whose answer waits on another
+//! server (forwarding, a local zone's authority) gets a task of its own.
+//!
 //! hickory-server's own `Server` spawns a task per UDP datagram and per TCP
-//! connection without bound, so we own these loops: UDP requests in flight and
-//! open TCP connections are each capped by a semaphore, and past a cap the
-//! excess is shed (datagram dropped, connection closed) instead of queued, so
-//! memory stays bounded under any load. A TCP connection that sends no
+//! connection without bound, so we own these loops: UDP requests waiting in
+//! their own task and open TCP connections are each capped by a semaphore,
+//! and past a cap the excess is shed (datagram dropped, connection closed)
+//! instead of queued, so memory stays bounded under any load. A TCP connection that sends no
 //! complete request within the idle timeout is closed, whether it is silent or
 //! trickles bytes (the deadline covers a whole message, not each read), and so
 //! is one that does not take an answer within the same time (a client that
@@ -24,35 +30,46 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::DnsConfig;
-use crate::dns::{DnsFront, Transport};
+use crate::dns::{DnsFront, Ready, Transport};
 
 /// Largest datagram we read; a DNS query is far smaller.
 const MAX_DATAGRAM: usize = 4096;
 
-/// A UDP socket and a TCP listener on the same address.
+/// Datagrams a UDP task answers in a row before it lets the other tasks of
+/// its thread run.
+const BURST: usize = 64;
+
+/// UDP sockets sharing an address, and a TCP listener on it.
 #[derive(Debug)]
 pub struct Listener {
-    udp: UdpSocket,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
 }
 
 impl Listener {
-    /// Binds UDP and TCP on `addr`. With port 0 the kernel picks a UDP port and
-    /// TCP takes the same number, retrying if TCP finds it taken
-    /// ([`anycast_listen::bind`]).
+    /// Binds TCP and one UDP socket per core on `addr`. With port 0 the
+    /// kernel picks a UDP port and TCP takes the same number, retrying if TCP
+    /// finds it taken ([`anycast_listen::bind_shared`]).
     pub async fn bind(addr: SocketAddr) -> io::Result<Listener> {
-        let pair = anycast_listen::bind(addr)?;
-        pair.udp.set_nonblocking(true)?;
-        pair.tcp.set_nonblocking(true)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (udp, tcp) = anycast_listen::bind_shared(addr, cores)?;
+        tcp.set_nonblocking(true)?;
+        let udp = udp
+            .into_iter()
+            .map(|socket| {
+                socket.set_nonblocking(true)?;
+                UdpSocket::from_std(socket)
+            })
+            .collect::<io::Result<_>>()?;
         Ok(Listener {
-            udp: UdpSocket::from_std(pair.udp)?,
-            tcp: TcpListener::from_std(pair.tcp)?,
+            udp,
+            tcp: TcpListener::from_std(tcp)?,
         })
     }
 
     /// The bound address (UDP and TCP share it).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.tcp.local_addr()
     }
 }
 
@@ -71,16 +88,18 @@ pub fn serve(
         let addr = listener.local_addr()?;
         info!(listener = "dns-udp", "listening on {addr}");
         info!(listener = "dns-tcp", "listening on {addr}");
-        tasks.spawn(
-            udp_loop(
-                Arc::new(listener.udp),
-                front.clone(),
-                udp_permits.clone(),
-                shutdown.clone(),
-                tasks.clone(),
-            )
-            .instrument(info_span!("udp", %addr)),
-        );
+        for socket in listener.udp {
+            tasks.spawn(
+                udp_loop(
+                    Arc::new(socket),
+                    front.clone(),
+                    udp_permits.clone(),
+                    shutdown.clone(),
+                    tasks.clone(),
+                )
+                .instrument(info_span!("udp", %addr)),
+            );
+        }
         tasks.spawn(
             tcp_loop(
                 listener.tcp,
@@ -104,36 +123,72 @@ async fn udp_loop(
     tasks: TaskTracker,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut response = Vec::with_capacity(512);
     loop {
-        let received = tokio::select! {
+        let readable = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = socket.recv_from(&mut buf) => r,
+            r = socket.readable() => r,
         };
-        let (len, src) = match received {
-            Ok(r) => r,
-            Err(error) => {
-                // ICMP errors from earlier sends surface here; keep serving.
-                debug!(%error, "udp receive failed");
-                continue;
-            }
-        };
-        if src.port() == 0 {
+        if let Err(error) = readable {
+            warn!(%error, "udp socket failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(client = %src, "udp request shed: too many in flight");
-            continue;
-        };
-        let request = buf[..len].to_vec();
-        let (socket, front) = (socket.clone(), front.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            if let Some(response) = front.answer(request, src, Transport::Udp).await
-                && let Err(error) = socket.send_to(&response, src).await
-            {
-                debug!(client = %src, %error, "udp send failed");
+        let mut drained = false;
+        for _ in 0..BURST {
+            let (len, src) = match socket.try_recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(error) => {
+                    // ICMP errors from earlier sends surface here; keep serving.
+                    debug!(%error, "udp receive failed");
+                    continue;
+                }
+            };
+            if src.port() == 0 {
+                continue;
             }
-        });
+            let request = &buf[..len];
+            match front.answer_now(request, src, Transport::Udp, &mut response) {
+                Ready::Answered => send(&socket, &response, src).await,
+                Ready::Nothing => {}
+                Ready::Wait => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        debug!(client = %src, "udp request shed: too many waiting");
+                        continue;
+                    };
+                    let request = request.to_vec();
+                    let (socket, front) = (socket.clone(), front.clone());
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        if let Some(response) = front.answer(request, src, Transport::Udp).await {
+                            send(&socket, &response, src).await;
+                        }
+                    });
+                }
+            }
+        }
+        if !drained {
+            // A burst answered and more waiting: let the thread's other
+            // tasks run before reading on.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Sends a response, waiting for room in the socket's buffer if it is full.
+async fn send(socket: &UdpSocket, response: &[u8], to: SocketAddr) {
+    let sent = match socket.try_send_to(response, to) {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            socket.send_to(response, to).await
+        }
+        sent => sent,
+    };
+    if let Err(error) = sent {
+        debug!(client = %to, %error, "udp send failed");
     }
 }
 

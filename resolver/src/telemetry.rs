@@ -17,7 +17,8 @@ use anycast_proto::Metric;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use metrics::{
-    Counter, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
@@ -244,7 +245,10 @@ pub fn query_answered(
             )
         })
         .increment(1);
-    histogram!("anycast_dns_answer_duration_seconds").record(took.as_secs_f64());
+    static DURATION: OnceLock<Histogram> = OnceLock::new();
+    DURATION
+        .get_or_init(|| histogram!("anycast_dns_answer_duration_seconds"))
+        .record(took.as_secs_f64());
 }
 
 /// Records an answer given from a stale view of a local zone's group.

@@ -28,10 +28,11 @@
 //! Pure: every method takes `now`; the maths is in `docs/estimator.md`
 //! ("Handouts and the queue model").
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 /// One member's outstanding handouts.
 #[derive(Debug, Clone, Copy)]

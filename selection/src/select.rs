@@ -26,6 +26,7 @@ use std::time::Duration;
 use anycast_proto::Metric;
 use anycast_proto::push::ServerState;
 use rand::RngExt;
+use smallvec::SmallVec;
 
 use crate::estimate::{Estimate, Health};
 use crate::groups::{Group, Member};
@@ -43,7 +44,8 @@ pub enum Family {
 }
 
 impl Family {
-    fn admits(self, member: &Member) -> bool {
+    /// Whether the family holds `member`'s address.
+    pub fn admits(self, member: &Member) -> bool {
         match self {
             Family::V4 => member.address.is_ipv4(),
             Family::V6 => member.address.is_ipv6(),
@@ -178,13 +180,17 @@ pub enum Basis {
     NoneAvailable,
 }
 
+/// Members a set holds without allocating; a larger group's set goes to
+/// the heap.
+const INLINE_MEMBERS: usize = 8;
+
 /// The members an answer may be drawn from.
 #[derive(Debug, Clone)]
 pub struct EquivalentSet<'g> {
     /// The members (the pick first, in a [`Choice`]).
-    pub members: Vec<&'g Member>,
+    pub members: SmallVec<[&'g Member; INLINE_MEMBERS]>,
     /// Each member's value for the metric, where it has one.
-    pub values: Vec<Option<f64>>,
+    pub values: SmallVec<[Option<f64>; INLINE_MEMBERS]>,
     /// How the set was formed.
     pub basis: Basis,
 }
@@ -216,11 +222,11 @@ pub fn equivalent_set<'g>(
     measurements: &impl Measurements,
 ) -> Option<EquivalentSet<'g>> {
     // Built in place: the available members and their values, then cut
-    // down to the set (two vectors, the only allocations of a selection).
+    // down to the set (two vectors, on the heap only for a large group).
     let of_family = || group.members.iter().filter(|m| family.admits(m));
     let mut set = EquivalentSet {
-        members: Vec::with_capacity(group.members.len()),
-        values: Vec::with_capacity(group.members.len()),
+        members: SmallVec::with_capacity(group.members.len()),
+        values: SmallVec::with_capacity(group.members.len()),
         basis: Basis::Applied,
     };
     let mut any = false;
@@ -335,38 +341,41 @@ fn value(values: &[Option<f64>], i: usize) -> f64 {
     values[i].unwrap_or(f64::INFINITY)
 }
 
-/// The index of least value, ties broken at random.
+/// The index of least value, ties broken at random (each of the `k` tied
+/// so far replaces the choice with probability 1/k).
 fn least(values: &[Option<f64>], rng: &mut impl rand::Rng) -> usize {
-    let best = (0..values.len())
-        .map(|i| value(values, i))
-        .fold(f64::INFINITY, f64::min);
-    let ties: Vec<usize> = (0..values.len())
-        .filter(|&i| value(values, i) == best)
-        .collect();
-    ties.get(rng.random_range(0..ties.len().max(1)))
-        .copied()
-        .unwrap_or(0)
+    let (mut best, mut chosen, mut ties) = (f64::INFINITY, 0, 0u32);
+    for i in 0..values.len() {
+        let v = value(values, i);
+        if v < best {
+            (best, chosen, ties) = (v, i, 1);
+        } else if v == best {
+            ties += 1;
+            if rng.random_range(0..ties) == 0 {
+                chosen = i;
+            }
+        }
+    }
+    chosen
 }
 
 /// An index drawn with probability proportional to the member's weight
 /// over its value (over 1 where it has none: `random`, unmeasured).
 fn weighted(set: &EquivalentSet<'_>, rng: &mut impl rand::Rng) -> usize {
     // A floor keeps a zero estimate from taking every pick.
-    let weights: Vec<f64> = set
-        .members
-        .iter()
-        .zip(&set.values)
-        .map(|(m, v)| f64::from(m.weight) / v.unwrap_or(1.0).max(0.1))
-        .collect();
-    let total: f64 = weights.iter().sum();
+    let weight =
+        |i: usize| f64::from(set.members[i].weight) / set.values[i].unwrap_or(1.0).max(0.1);
+    let n = set.members.len();
+    let total: f64 = (0..n).map(weight).sum();
     let mut point = rng.random::<f64>() * total;
-    for (i, w) in weights.iter().enumerate() {
-        if point < *w {
+    for i in 0..n {
+        let w = weight(i);
+        if point < w {
             return i;
         }
         point -= w;
     }
-    weights.len().saturating_sub(1)
+    n.saturating_sub(1)
 }
 
 #[cfg(test)]
@@ -497,7 +506,7 @@ mod tests {
         let set = equivalent_set(&g, Metric::Rt, Family::V4, &measured).unwrap();
         assert_eq!(set.members.len(), 1);
         assert_eq!(set.members[0].address.to_string(), "10.0.0.2");
-        assert_eq!(set.values, [Some(90.0)]);
+        assert_eq!(set.values[..], [Some(90.0)]);
     }
     #[test]
     fn cost_picks_only_the_cheapest() {

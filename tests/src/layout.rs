@@ -159,7 +159,15 @@ mod tests {
         let dependencies = manifest["dependencies"].as_table().unwrap();
         for crate_name in dependencies.keys() {
             assert!(
-                ["anycast-proto", "rand", "serde", "thiserror"].contains(&crate_name.as_str()),
+                [
+                    "anycast-proto",
+                    "foldhash",
+                    "rand",
+                    "serde",
+                    "smallvec",
+                    "thiserror",
+                ]
+                .contains(&crate_name.as_str()),
                 "selection/Cargo.toml depends on {crate_name}"
             );
         }
