@@ -40,6 +40,7 @@ pub mod admin;
 pub mod api;
 pub mod authority;
 pub mod config;
+pub mod datagrams;
 pub mod dns;
 pub mod etcd;
 pub mod forward;

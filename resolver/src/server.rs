@@ -1,9 +1,9 @@
 //! DNS transports: UDP and TCP listeners feeding the [`DnsFront`].
 //!
 //! Each listening address has one UDP socket per core (`SO_REUSEPORT`), and
-//! each socket a task that reads datagrams as they come and answers at once
-//! what needs no waiting (every anycast name), into one reused buffer: no
-//! task and no allocation per query. A query whose answer waits on another
+//! each socket a task that reads datagrams in batches as they come
+//! ([`crate::datagrams`]) and answers at once what needs no waiting (every
+//! anycast name), into reused buffers: no task and no allocation per query. A query whose answer waits on another
 //! server (forwarding, a local zone's authority) gets a task of its own.
 //!
 //! hickory-server's own `Server` spawns a task per UDP datagram and per TCP
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -30,14 +30,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::DnsConfig;
+use crate::datagrams::{BATCH, Inbox, Outbox};
 use crate::dns::{DnsFront, Ready, Transport};
 
 /// Largest datagram we read; a DNS query is far smaller.
 const MAX_DATAGRAM: usize = 4096;
 
-/// Datagrams a UDP task answers in a row before it lets the other tasks of
-/// its thread run.
-const BURST: usize = 64;
+/// Datagrams a UDP task answers in a row (in batches of [`BATCH`]) before
+/// it lets the other tasks of its thread run.
+const BURST: usize = 4 * BATCH;
 
 /// UDP sockets sharing an address, and a TCP listener on it.
 #[derive(Debug)]
@@ -122,8 +123,8 @@ async fn udp_loop(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut response = Vec::with_capacity(512);
+    let mut inbox = Inbox::new(MAX_DATAGRAM);
+    let mut outbox = Outbox::default();
     loop {
         let readable = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -135,9 +136,9 @@ async fn udp_loop(
             continue;
         }
         let mut drained = false;
-        for _ in 0..BURST {
-            let (len, src) = match socket.try_recv_from(&mut buf) {
-                Ok(r) => r,
+        for _ in 0..BURST / BATCH {
+            match socket.try_io(Interest::READABLE, || inbox.receive(&*socket)) {
+                Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
@@ -147,29 +148,35 @@ async fn udp_loop(
                     debug!(%error, "udp receive failed");
                     continue;
                 }
-            };
-            if src.port() == 0 {
-                continue;
             }
-            let request = &buf[..len];
-            match front.answer_now(request, src, Transport::Udp, &mut response) {
-                Ready::Answered => send(&socket, &response, src).await,
-                Ready::Nothing => {}
-                Ready::Wait => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        debug!(client = %src, "udp request shed: too many waiting");
-                        continue;
-                    };
-                    let request = request.to_vec();
-                    let (socket, front) = (socket.clone(), front.clone());
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        if let Some(response) = front.answer(request, src, Transport::Udp).await {
-                            send(&socket, &response, src).await;
-                        }
-                    });
+            for (request, src) in inbox.datagrams() {
+                let Some(src) = src.filter(|src| src.port() != 0) else {
+                    continue;
+                };
+                let Some(response) = outbox.blank() else {
+                    break;
+                };
+                match front.answer_now(request, src, Transport::Udp, response) {
+                    Ready::Answered => outbox.queue(src),
+                    Ready::Nothing => {}
+                    Ready::Wait => {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            debug!(client = %src, "udp request shed: too many waiting");
+                            continue;
+                        };
+                        let request = request.to_vec();
+                        let (socket, front) = (socket.clone(), front.clone());
+                        tasks.spawn(async move {
+                            let _permit = permit;
+                            if let Some(response) = front.answer(request, src, Transport::Udp).await
+                            {
+                                send(&socket, &response, src).await;
+                            }
+                        });
+                    }
                 }
             }
+            flush(&socket, &mut outbox).await;
         }
         if !drained {
             // A burst answered and more waiting: let the thread's other
@@ -179,7 +186,27 @@ async fn udp_loop(
     }
 }
 
-/// Sends a response, waiting for room in the socket's buffer if it is full.
+/// Sends the answers in `outbox`, waiting for room in the socket's buffer
+/// when it is full; an answer the kernel refuses is dropped.
+async fn flush(socket: &UdpSocket, outbox: &mut Outbox) {
+    while !outbox.is_empty() {
+        match socket.try_io(Interest::WRITABLE, || outbox.send(socket)) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(error) = socket.writable().await {
+                    debug!(%error, "udp socket failed");
+                    outbox.drop_first();
+                }
+            }
+            Err(error) => {
+                debug!(%error, "udp send failed");
+                outbox.drop_first();
+            }
+        }
+    }
+}
+
+/// Sends one response, waiting for room in the socket's buffer if it is full.
 async fn send(socket: &UdpSocket, response: &[u8], to: SocketAddr) {
     let sent = match socket.try_send_to(response, to) {
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
