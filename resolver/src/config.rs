@@ -99,7 +99,8 @@ struct RawProbe {
 pub struct DnsConfig {
     /// Each address is served over both UDP and TCP.
     pub listen: Vec<SocketAddr>,
-    /// UDP requests being answered at once; past it, datagrams are dropped.
+    /// UDP requests waiting on another server at once (forwarding, a local
+    /// zone's authority); past it, such datagrams are dropped.
     pub max_inflight_udp: usize,
     /// Open TCP connections; past it, new connections are closed at once.
     pub max_tcp_connections: usize,
