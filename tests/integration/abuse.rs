@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::harness::{
-    self, NO_UPSTREAM, Resolver, TcpClient, query_message, resolver_head, wait_until_every,
+    self, Group, Resolver, ResolverConfig, TcpClient, query_message, wait_until_every,
 };
 use anycast_tests::http;
 use hickory_proto::op::ResponseCode;
@@ -57,30 +57,18 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn resolver_toml(extra_dns: &str) -> String {
-    let head = resolver_head(NO_UPSTREAM, extra_dns);
-    format!(
-        r#"
-{head}
-[[push.key]]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-[[zone]]
-name = "any.example.net"
-[[group]]
-service = "web"
-[[group.member]]
-address = "127.0.31.1"
-port = 8080
-[[group.member]]
-address = "127.0.31.2"
-port = 8080
-"#
-    )
-}
-
+/// A resolver with group `web` of two members (`MEMBER` first) and this
+/// file's push key; `extra_dns` adds to `[dns]`.
 fn start_resolver(extra_dns: &str) -> Resolver {
-    Resolver::start_with(&resolver_toml(extra_dns), &[], &[(KEY_ENV, SECRET)])
+    ResolverConfig::new()
+        .push_key(KEY_ID, KEY_ENV, SECRET)
+        .dns(extra_dns)
+        .group(
+            Group::new("web")
+                .member_unprobed(MEMBER)
+                .member_unprobed("127.0.31.2:8080"),
+        )
+        .start()
 }
 
 // ---------------------------------------------------------------------------
@@ -657,28 +645,17 @@ fn a_client_that_never_reads_its_answers_loses_its_slot() {
     const QUERIES: usize = 2_000;
     // One slot, so whether it is free shows; and a group of 40 members,
     // whose TXT view (5.6 KB) fills the buffers between us quickly.
-    let head = resolver_head(
-        NO_UPSTREAM,
-        &format!(
+    let group = (1..=40).fold(Group::new("web"), |group, i| {
+        group.member_unprobed(format!("127.0.41.{i}:8080"))
+    });
+    let resolver = ResolverConfig::new()
+        .without_push_key()
+        .dns(&format!(
             "max_tcp_connections = 1\ntcp_idle_timeout = \"{}s\"",
             IDLE.as_secs()
-        ),
-    );
-    let mut toml = format!(
-        r#"
-{head}
-[[zone]]
-name = "any.example.net"
-[[group]]
-service = "web"
-"#
-    );
-    for i in 1..=40 {
-        toml.push_str(&format!(
-            "[[group.member]]\naddress = \"127.0.41.{i}\"\nport = 8080\n"
-        ));
-    }
-    let resolver = Resolver::start(&toml);
+        ))
+        .group(group)
+        .start();
     let addr = resolver.addr();
     let query = harness::encode(&query_message(NAME, RecordType::TXT));
     let answer_size = {

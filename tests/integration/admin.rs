@@ -23,11 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anycast_tests::bed::{Member, PROBE_PATH};
+use anycast_tests::bed::{Bed, Group, Member, PROBE_PATH, ResolverConfig, ZONE};
 use anycast_tests::harness::{
-    Agent, NO_UPSTREAM, Resolver, addresses, admin_toml, anycastctl_bare_command,
-    anycastctl_command, decode, encode, exchange_udp, query_message, query_udp, resolver_head,
-    run_with_deadline, tally, wait_until_every,
+    Agent, Resolver, addresses, anycastctl_bare_command, anycastctl_command, decode, encode,
+    exchange_udp, query_message, query_udp, run_with_deadline, tally, wait_until_every,
 };
 use anycast_tests::http::{self, Response};
 use anycast_tests::web::WebServer;
@@ -39,7 +38,6 @@ use serde_json::{Value, json};
 // Configuration
 // ---------------------------------------------------------------------------
 
-const ZONE: &str = "any.example.net";
 /// The admin token (at least 16 characters).
 const TOKEN: &str = "admin-e2e-token-0123456789abcdef";
 /// The join token agents present (self-registration).
@@ -55,45 +53,6 @@ const JOIN_ENV: &str = "ADMIN_TEST_JOIN_TOKEN";
 const CTL_DEADLINE: Duration = Duration::from_secs(15);
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(10);
-
-/// The `[admin]`-enabled resolver config: `groups` (TOML `[[group]]` tables)
-/// in zone `any.example.net`, the token and state file at the given paths.
-fn resolver_toml(
-    token_file: &Path,
-    state_file: &Path,
-    join_token_file: Option<&Path>,
-    groups: &str,
-) -> String {
-    let join = join_token_file
-        .map(|f| format!("join_token_file = \"{}\"\n", f.display()))
-        .unwrap_or_default();
-    let head = resolver_head(NO_UPSTREAM, "");
-    format!(
-        r#"{head}
-
-[[push.key]]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-
-{admin}{join}
-[[zone]]
-name = "{ZONE}"
-{groups}"#,
-        admin = admin_toml(token_file, state_file),
-    )
-}
-
-/// A `[[group]]` table: `service`, extra settings (TOML lines) and members
-/// given as `(address, port, probe URL)`.
-fn group_toml(service: &str, settings: &str, members: &[(&str, u16, &str)]) -> String {
-    let mut toml = format!("\n[[group]]\nservice = \"{service}\"\n{settings}\n");
-    for (address, port, probe) in members {
-        toml.push_str(&format!(
-            "[[group.member]]\naddress = \"{address}\"\nport = {port}\nprobe = \"{probe}\"\n"
-        ));
-    }
-    toml
-}
 
 // ---------------------------------------------------------------------------
 // The test bed: a resolver with the admin API, and its state
@@ -124,25 +83,25 @@ fn run_ctl(mut command: Command, args: &[&str]) -> Ctl {
     }
 }
 
-/// A resolver with `[admin]`, the temp dir holding its token and state
-/// file (owned by the test, so it outlives restarts), and its config text.
-struct Bed {
+/// A bed ([`Bed`]) whose resolver has `[admin]`, with the temp dir holding
+/// its token and state file (owned by the test, so it outlives restarts).
+struct AdminBed {
+    bed: Bed,
     dir: tempfile::TempDir,
     token_file: PathBuf,
     state_file: PathBuf,
-    config: String,
-    resolver: Resolver,
     admin: SocketAddr,
 }
 
-impl Bed {
-    /// A resolver serving `groups`, without self-registration.
-    fn start(groups: &str) -> Bed {
-        Bed::start_custom(groups, false)
+impl AdminBed {
+    /// A resolver serving `groups` in zone `any.example.net`, without
+    /// self-registration.
+    fn start(groups: impl IntoIterator<Item = Group>) -> AdminBed {
+        AdminBed::start_custom(groups, false)
     }
 
     /// A resolver serving `groups`; `join` sets `join_token_file`.
-    fn start_custom(groups: &str, join: bool) -> Bed {
+    fn start_custom(groups: impl IntoIterator<Item = Group>, join: bool) -> AdminBed {
         let dir = tempfile::tempdir().expect("cannot create a temp dir");
         let token_file = dir.path().join("admin.token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -151,20 +110,20 @@ impl Bed {
         let state_dir = dir.path().join("state");
         std::fs::create_dir(&state_dir).unwrap();
         let state_file = state_dir.join("state.json");
-        let config = resolver_toml(
-            &token_file,
-            &state_file,
-            join.then_some(join_file.as_path()),
-            groups,
-        );
-        let resolver = start_resolver(&config);
-        let admin = resolver.admin_addr().expect("the admin listener is logged");
-        Bed {
+        let mut config = ResolverConfig::new()
+            .push_key(KEY_ID, KEY_ENV, SECRET)
+            .admin(&token_file, &state_file);
+        if join {
+            config =
+                config.admin_settings(&format!("join_token_file = \"{}\"", join_file.display()));
+        }
+        let bed = Bed::start(groups.into_iter().fold(config, ResolverConfig::group));
+        let admin = admin_addr(&bed);
+        AdminBed {
+            bed,
             dir,
             token_file,
             state_file,
-            config,
-            resolver,
             admin,
         }
     }
@@ -172,15 +131,24 @@ impl Bed {
     /// Starts a new resolver on the same config and state file (the old one
     /// must have exited). Its ports are new.
     fn start_again(&mut self) {
-        self.resolver = start_resolver(&self.config);
-        self.admin = self
-            .resolver
-            .admin_addr()
-            .expect("the admin listener is logged");
+        self.bed.restart();
+        self.admin = admin_addr(&self.bed);
+    }
+
+    fn resolver(&self) -> &Resolver {
+        &self.bed.resolver
+    }
+
+    fn resolver_mut(&mut self) -> &mut Resolver {
+        &mut self.bed.resolver
+    }
+
+    fn config(&self) -> &ResolverConfig {
+        self.bed.config()
     }
 
     fn dns(&self) -> SocketAddr {
-        self.resolver.addr()
+        self.bed.dns()
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -192,14 +160,14 @@ impl Bed {
         run_ctl(anycastctl_command(self.admin, &self.token_file), args)
     }
 
-    /// [`Bed::ctl`], asserting exit code 0.
+    /// [`AdminBed::ctl`], asserting exit code 0.
     fn ctl_ok(&self, args: &[&str]) -> Ctl {
         let out = self.ctl(args);
         assert_eq!(out.code, Some(0), "anycastctl {args:?}: {out:?}");
         out
     }
 
-    /// [`Bed::ctl`], asserting exit code `code`.
+    /// [`AdminBed::ctl`], asserting exit code `code`.
     fn ctl_fails(&self, code: i32, args: &[&str]) -> Ctl {
         let out = self.ctl(args);
         assert_eq!(out.code, Some(code), "anycastctl {args:?}: {out:?}");
@@ -269,8 +237,10 @@ impl Bed {
     }
 }
 
-fn start_resolver(config: &str) -> Resolver {
-    Resolver::start_with(config, &[], &[(KEY_ENV, SECRET)])
+fn admin_addr(bed: &Bed) -> SocketAddr {
+    bed.resolver
+        .admin_addr()
+        .expect("the admin listener is logged")
 }
 
 /// One admin API request; `authorization` is the header's whole value.
@@ -306,11 +276,9 @@ fn ip(text: &str) -> IpAddr {
 fn anycastctl_end_to_end() {
     let probe = Member::with_probe_file(("127.0.71.100", 0), Duration::ZERO);
     let url = probe.probe_url();
-    let bed = Bed::start(&group_toml(
-        "web",
-        "",
-        &[("127.0.71.10", 80, &url), ("127.0.71.11", 80, &url)],
-    ));
+    let bed = AdminBed::start([Group::new("web")
+        .member_probed_at(("127.0.71.10", 80), &url)
+        .member_probed_at(("127.0.71.11", 80), &url)]);
     let mail = "mail.any.example.net";
     let (m1, m2) = ("127.0.71.1", "127.0.71.2");
 
@@ -526,14 +494,13 @@ fn restart_keeps_runtime_state() {
     let web = "web.any.example.net";
     let api = "api.any.example.net";
     let mail = "mail.any.example.net";
-    let mut groups = group_toml(
-        "web",
-        "",
-        &[("127.0.72.1", 80, &url), ("127.0.72.2", 80, &url)],
-    );
-    groups.push_str(&group_toml("api", "", &[("127.0.72.3", 80, &url)]));
-    groups.push_str(&group_toml("files", "", &[("127.0.72.9", 80, &url)]));
-    let mut bed = Bed::start(&groups);
+    let mut bed = AdminBed::start([
+        Group::new("web")
+            .member_probed_at(("127.0.72.1", 80), &url)
+            .member_probed_at(("127.0.72.2", 80), &url),
+        Group::new("api").member_probed_at(("127.0.72.3", 80), &url),
+        Group::new("files").member_probed_at(("127.0.72.9", 80), &url),
+    ]);
 
     // Changes: a runtime group with a drained member, a config group changed
     // (a member added, one drained), a config group deleted; `files` untouched.
@@ -592,14 +559,14 @@ fn restart_keeps_runtime_state() {
     // A graceful stop (SIGTERM), then a new resolver on the same config and
     // state file.
     assert!(
-        bed.resolver
+        bed.resolver()
             .wait_for_signal_handlers(Duration::from_secs(5))
     );
-    bed.resolver.signal("TERM");
-    let status = bed.resolver.wait_exit(Duration::from_secs(10));
+    bed.resolver().signal("TERM");
+    let status = bed.resolver_mut().wait_exit(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     bed.start_again();
-    bed.resolver
+    bed.resolver()
         .wait_for_log(
             "runtime changes restored from the state file",
             Duration::from_secs(5),
@@ -695,11 +662,10 @@ fn kill_9_during_1000_concurrent_changes_loses_nothing_acknowledged() {
     let sink = TcpListener::bind("127.0.0.1:0").unwrap();
     let probe = format!("http://{}/{PROBE_PATH}", sink.local_addr().unwrap());
     let bulk = "bulk.any.example.net";
-    let mut bed = Bed::start(&group_toml(
-        "bulk",
-        "probe_interval = \"60s\"\nprobe_timeout = \"30s\"",
-        &[("127.0.73.1", 80, &probe)],
-    ));
+    let mut bed = AdminBed::start([Group::new("bulk")
+        .probe_interval(Duration::from_secs(60))
+        .probe_timeout(Duration::from_secs(30))
+        .member_probed_at(("127.0.73.1", 80), &probe)]);
     // One change first, so the crash replaces an existing file.
     bed.ctl_ok(&["member", "add", bulk, "127.0.73.2", "--probe", &probe]);
 
@@ -750,7 +716,7 @@ fn kill_9_during_1000_concurrent_changes_loses_nothing_acknowledged() {
         acked.lock().unwrap().len()
     );
     let kill = Command::new("kill")
-        .args(["-9", &bed.resolver.pid().to_string()])
+        .args(["-9", &bed.resolver().pid().to_string()])
         .status()
         .unwrap();
     let acked_at_kill = acked.lock().unwrap().len();
@@ -762,7 +728,7 @@ fn kill_9_during_1000_concurrent_changes_loses_nothing_acknowledged() {
         sent_at_kill > acked_at_kill,
         "nothing in flight at the kill"
     );
-    let status = bed.resolver.wait_exit(Duration::from_secs(5));
+    let status = bed.resolver_mut().wait_exit(Duration::from_secs(5));
     assert!(status.is_some_and(|s| !s.success()), "{status:?}");
     for sender in senders {
         sender.join().unwrap();
@@ -853,7 +819,7 @@ fn unauthorized_requests_change_nothing() {
     let url = probe.probe_url();
     let web = "web.any.example.net";
     let mail = "mail.any.example.net";
-    let bed = Bed::start(&group_toml("web", "", &[("127.0.74.1", 80, &url)]));
+    let bed = AdminBed::start([Group::new("web").member_probed_at(("127.0.74.1", 80), &url)]);
     // A state file to compare: a runtime group with one member drained.
     bed.ctl_ok(&["group", "create", mail]);
     bed.ctl_ok(&["member", "add", mail, "127.0.74.2", "--probe", &url]);
@@ -861,9 +827,12 @@ fn unauthorized_requests_change_nothing() {
     bed.ctl_ok(&["member", "drain", mail, "127.0.74.3:80"]);
     // A config file with another group: an unauthorized reload must not
     // apply it.
-    let mut edited = bed.config.clone();
-    edited.push_str(&group_toml("extra", "", &[("127.0.74.4", 80, &url)]));
-    std::fs::write(bed.resolver.config_path(), edited).unwrap();
+    let edited = format!(
+        "{}{}",
+        bed.config(),
+        Group::new("extra").member_probed_at(("127.0.74.4", 80), &url)
+    );
+    std::fs::write(bed.resolver().config_path(), edited).unwrap();
 
     let state_before = bed.state_bytes();
     let groups_before = bed.snapshot();
@@ -955,7 +924,7 @@ fn unauthorized_requests_change_nothing() {
         "{seen:?}"
     );
     assert!(
-        bed.resolver
+        bed.resolver()
             .logs()
             .iter()
             .any(|l| l.contains("admin request refused")),
@@ -1084,13 +1053,10 @@ fn line_of(text: &str, needle: &str) -> usize {
 fn reload_with_a_broken_file_keeps_the_old_config() {
     let probe = Member::with_probe_file(("127.0.75.100", 0), Duration::ZERO);
     let url = probe.probe_url();
-    let v1 = group_toml(
-        "web",
-        "",
-        &[("127.0.75.1", 80, &url), ("127.0.75.2", 80, &url)],
-    );
-    let bed = Bed::start(&v1);
-    let config_path = bed.resolver.config_path().to_path_buf();
+    let bed = AdminBed::start([Group::new("web")
+        .member_probed_at(("127.0.75.1", 80), &url)
+        .member_probed_at(("127.0.75.2", 80), &url)]);
+    let config_path = bed.resolver().config_path().to_path_buf();
     let write = |text: &str| std::fs::write(&config_path, text).unwrap();
     let watcher = Watcher::start(
         bed.dns(),
@@ -1100,8 +1066,8 @@ fn reload_with_a_broken_file_keeps_the_old_config() {
     // A valid file with another group: anycastctl reload applies it at once.
     let v2 = format!(
         "{}{}",
-        bed.config,
-        group_toml("api", "", &[("127.0.75.3", 80, &url)])
+        bed.config(),
+        Group::new("api").member_probed_at(("127.0.75.3", 80), &url)
     );
     write(&v2);
     let out = bed.ctl_ok(&["reload"]);
@@ -1115,14 +1081,14 @@ fn reload_with_a_broken_file_keeps_the_old_config() {
     // Another with SIGHUP.
     let v3 = format!(
         "{v2}{}",
-        group_toml("mail", "", &[("127.0.75.4", 80, &url)])
+        Group::new("mail").member_probed_at(("127.0.75.4", 80), &url)
     );
     write(&v3);
-    let reloaded = log_count(&bed.resolver, "configuration reloaded");
-    bed.resolver.signal("HUP");
+    let reloaded = log_count(bed.resolver(), "configuration reloaded");
+    bed.resolver().signal("HUP");
     assert!(
         wait_until_every(POLL, Duration::from_secs(5), || {
-            log_count(&bed.resolver, "configuration reloaded") > reloaded
+            log_count(bed.resolver(), "configuration reloaded") > reloaded
         }),
         "SIGHUP did not reload"
     );
@@ -1140,7 +1106,9 @@ fn reload_with_a_broken_file_keeps_the_old_config() {
     let syntax = format!("{v3}\nthis line is not toml\n");
     let semantic = format!(
         "{v3}{}",
-        group_toml("bad", "threshold = -1.0", &[("127.0.75.5", 80, &url)])
+        Group::new("bad")
+            .threshold(-1.0)
+            .member_probed_at(("127.0.75.5", 80), &url)
     );
     for (broken, needle) in [
         (&syntax, "this line is not toml"),
@@ -1152,16 +1120,16 @@ fn reload_with_a_broken_file_keeps_the_old_config() {
         assert!(out.stderr.contains(&at), "the message names {at}: {out:?}");
         watcher.observe(20);
 
-        let refusals = log_count(&bed.resolver, "reload refused");
-        bed.resolver.signal("HUP");
+        let refusals = log_count(bed.resolver(), "reload refused");
+        bed.resolver().signal("HUP");
         assert!(
             wait_until_every(POLL, Duration::from_secs(5), || {
-                log_count(&bed.resolver, "reload refused") > refusals
+                log_count(bed.resolver(), "reload refused") > refusals
             }),
             "SIGHUP with a broken file logged no refusal"
         );
         let logged = bed
-            .resolver
+            .resolver()
             .logs()
             .into_iter()
             .rfind(|l| l.contains("reload refused"));
@@ -1224,26 +1192,11 @@ fn a_member_added_with_anycastctl_is_answered_within_one_probe_interval() {
         .into_iter()
         .map(|ip| Member::with_probe_file((ip, 0), Duration::from_millis(50)))
         .collect();
-    let members: Vec<(String, u16, String)> = slow
-        .iter()
-        .map(|s| {
-            (
-                s.web.addr().ip().to_string(),
-                s.web.addr().port(),
-                s.probe_url(),
-            )
-        })
-        .collect();
-    let members: Vec<(&str, u16, &str)> = members
-        .iter()
-        .map(|(a, p, u)| (a.as_str(), *p, u.as_str()))
-        .collect();
-    let settings = format!(
-        "probe_interval = \"{}ms\"\nprobe_timeout = \"400ms\"",
-        PROBE_INTERVAL.as_millis()
-    );
-    let bed = Bed::start(&group_toml("web", &settings, &members));
-    let http_api = bed.resolver.http_addr().unwrap();
+    let bed = AdminBed::start([Group::new("web")
+        .probe_interval(PROBE_INTERVAL)
+        .probe_timeout(Duration::from_millis(400))
+        .members(slow.iter().map(|s| s.web.addr()))]);
+    let http_api = bed.resolver().http_addr().unwrap();
     let view = || http::get_json(http_api, &format!("/v1/groups/{web}"));
     let measured = wait_until_every(POLL, Duration::from_secs(5), || {
         view()["members"]
@@ -1315,7 +1268,7 @@ fn a_state_directory_that_cannot_be_written_refuses_changes() {
     let probe = Member::with_probe_file(("127.0.77.100", 0), Duration::ZERO);
     let url = probe.probe_url();
     let web = format!("web.{ZONE}");
-    let bed = Bed::start(&group_toml("web", "", &[("127.0.77.1", 80, &url)]));
+    let bed = AdminBed::start([Group::new("web").member_probed_at(("127.0.77.1", 80), &url)]);
     bed.ctl_ok(&["member", "add", &web, "127.0.77.2", "--probe", &url]);
     let state_before = bed.state_bytes();
     let group_before = bed.group(&web);
@@ -1409,8 +1362,8 @@ env = "{JOIN_ENV}"
 #[test]
 fn agent_self_registration() {
     let web = format!("web.{ZONE}");
-    let bed = Bed::start_custom(&group_toml("web", "", &[]), true);
-    let http_api = bed.resolver.http_addr().unwrap();
+    let bed = AdminBed::start_custom([Group::new("web")], true);
+    let http_api = bed.resolver().http_addr().unwrap();
     assert!(bed.members(&web).is_empty());
 
     // An agent with the join token: its server joins, and is answered.
@@ -1475,7 +1428,7 @@ fn agent_self_registration() {
         .unwrap_or_else(|| panic!("no refusal logged: {}", wrong.logs().join("\n")));
     assert!(line.contains("401"), "{line}");
     assert!(
-        bed.resolver
+        bed.resolver()
             .wait_for_log("join refused", Duration::from_secs(5))
             .is_some()
     );
@@ -1490,11 +1443,11 @@ fn agent_self_registration() {
     drop(again);
 
     // A resolver without a join token: POST /v1/join is 403, nothing added.
-    let closed = Bed::start(&group_toml("web", "", &[]));
+    let closed = AdminBed::start([Group::new("web")]);
     let body = json!({"server": "127.0.78.3:80", "groups": [web]}).to_string();
     let bearer = format!("Bearer {JOIN_TOKEN}");
     let response = http::post(
-        closed.resolver.http_addr().unwrap(),
+        closed.resolver().http_addr().unwrap(),
         "/v1/join",
         &[
             ("authorization", &bearer),

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::harness::{
-    self, AGENT_DEFAULT_KEY_ENV, Agent, NO_UPSTREAM, Resolver, START_DEADLINE, agent_command,
-    env_secrets, example_configs, program_of, query_udp, resolver_head, run_with_deadline,
+    self, AGENT_DEFAULT_KEY_ENV, Agent, Group, Resolver, ResolverConfig, START_DEADLINE, ZONE,
+    agent_command, env_secrets, example_configs, program_of, query_udp, run_with_deadline,
     wait_until,
 };
 use anycast_tests::http;
@@ -37,7 +37,6 @@ use serde_json::{Value, json};
 // Configuration of the resolver and the agent
 // ---------------------------------------------------------------------------
 
-const ZONE: &str = "any.example.net";
 const GROUP: &str = "web.any.example.net";
 /// The key id both sides use.
 const KEY_ID: &str = "k1";
@@ -52,39 +51,27 @@ const POLL: Duration = Duration::from_millis(20);
 /// and push, on debug builds sharing two cores with other tests.
 const FIRST_PUSH_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A resolver config with group `web` made of `members`, and push key k1.
-fn resolver_toml(members: &[SocketAddr]) -> String {
-    let head = resolver_head(NO_UPSTREAM, "");
-    let mut toml = format!(
-        r#"{head}
+/// Group `web` made of `members` (no probe URLs), answering with one
+/// address.
+fn web_group(members: &[SocketAddr]) -> Group {
+    members.iter().fold(
+        Group::new("web")
+            .settings(&format!("zone = \"{ZONE}\"\nttl = 5"))
+            .answer("one"),
+        |group, member| group.member_unprobed(*member),
+    )
+}
 
-[[push.key]]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-
-[[zone]]
-name = "{ZONE}"
-
-[[group]]
-service = "web"
-zone = "{ZONE}"
-ttl = 5
-answer = "one"
-"#
-    );
-    for member in members {
-        toml.push_str(&format!(
-            "\n[[group.member]]\naddress = \"{}\"\nport = {}\n",
-            member.ip(),
-            member.port()
-        ));
-    }
-    toml
+/// A resolver config with `group` and push key k1.
+fn config(group: Group) -> ResolverConfig {
+    ResolverConfig::new()
+        .push_key(KEY_ID, KEY_ENV, SECRET)
+        .group(group)
 }
 
 /// Starts a resolver for `members`; returns it and its HTTP API's address.
 fn start_resolver(members: &[SocketAddr]) -> (Resolver, SocketAddr) {
-    let resolver = Resolver::start_with(&resolver_toml(members), &[], &[(KEY_ENV, SECRET)]);
+    let resolver = config(web_group(members)).start();
     let api = resolver
         .http_addr()
         .expect("the resolver logs its http listener");
@@ -403,12 +390,9 @@ fn a_slow_measurement_is_confirmed_by_the_next_at_once() {
     let web = web_server("127.0.11.17", Duration::from_millis(20));
     // Probed once an hour (from a random point of the hour on): every
     // request the web server sees during the test is the agent's.
-    let toml = resolver_toml(&[web.addr()]).replace(
-        "answer = \"one\"\n",
-        "answer = \"one\"\nprobe_interval = \"1h\"\n",
-    );
-    assert!(toml.contains("probe_interval"));
-    let resolver = Resolver::start_with(&toml, &[], &[(KEY_ENV, SECRET)]);
+    let probed_hourly = config(web_group(&[web.addr()]).probe_interval(Duration::from_secs(3600)));
+    assert!(probed_hourly.to_string().contains("probe_interval"));
+    let resolver = probed_hourly.start();
     let api = resolver
         .http_addr()
         .expect("the resolver logs its http listener");

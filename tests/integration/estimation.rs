@@ -15,124 +15,67 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::bed::{
-    self, ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, member_toml,
-    start_agent, start_agent_reading_status,
+    ADN, Agents, Bed, Group, HEARTBEAT, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, ResolverConfig,
+    SECRET,
 };
-use anycast_tests::harness::{Resolver, query_udp, tally, tally_burst, wait_until};
+use anycast_tests::harness::{query_udp, tally, tally_burst, wait_until};
 use anycast_tests::http;
 use anycast_tests::web::WebServer;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
-/// The bed's resolver config with `members`, and the estimation settings
-/// the bounds below are derived from.
-fn resolver_toml(members: &[SocketAddr]) -> String {
-    let members: String = members.iter().map(|m| member_toml(*m)).collect();
-    bed::resolver_toml(
-        "probe_timeout = \"500ms\"\nthreshold = 0.3\nslack = \"5ms\"",
-        &members,
+/// The bed's resolver config, with the estimation settings the bounds below
+/// are derived from.
+fn config() -> ResolverConfig {
+    ResolverConfig::new().group(
+        Group::bed()
+            .probe_timeout(Duration::from_millis(500))
+            .threshold(0.3)
+            .slack(Duration::from_millis(5)),
     )
 }
 
-/// The resolver and its members, started in the right order: the members'
-/// ports must be known for the resolver's config, and the resolver's HTTP
-/// address for the agents' configs.
-struct Bed {
-    resolver: Resolver,
-    members: Vec<Member>,
+/// The bed: web servers on `(ip, delay in ms)`, the resolver, then an
+/// agent per member.
+fn start_bed(servers: &[(&str, u64)]) -> Bed {
+    Bed::start_with_members(config(), servers, Agents::Measuring)
 }
 
-impl Bed {
-    fn start(delays: &[(&str, u64)]) -> Bed {
-        Bed::start_with(delays, |m, http| m.start_agent(http))
-    }
-
-    /// [`Bed::start`] with agents that read their server's status page and
-    /// push its requests in flight, each server having `workers` workers.
-    fn start_reading_status(delays: &[(&str, u64)], workers: u32) -> Bed {
-        Bed::start_with(delays, |m, http| {
-            m.agent = Some(start_agent_reading_status(
-                &m.web,
-                m.docroot.path(),
-                http,
-                workers,
-            ));
-        })
-    }
-
-    fn start_with(delays: &[(&str, u64)], agent: impl Fn(&mut Member, SocketAddr)) -> Bed {
-        let mut members: Vec<Member> = delays
-            .iter()
-            .map(|(ip, ms)| Member::start(ip, Duration::from_millis(*ms)))
-            .collect();
-        let endpoints: Vec<SocketAddr> = members.iter().map(|m| m.web.addr()).collect();
-        let resolver = Resolver::start_with(&resolver_toml(&endpoints), &[], &[(KEY_ENV, SECRET)]);
-        let http = resolver.http_addr().unwrap();
-        for m in &mut members {
-            agent(m, http);
-        }
-        Bed { resolver, members }
-    }
-
-    fn view(&self) -> Value {
-        http::get_json(
-            self.resolver.http_addr().unwrap(),
-            &format!("/v1/groups/{ADN}"),
-        )
-    }
-
-    fn member_view(&self, endpoint: &str) -> Value {
-        let view = self.view();
+/// Waits until every member has a hybrid estimate.
+fn wait_all_estimated(bed: &Bed, deadline: Duration) {
+    let ok = wait_until(deadline, || {
+        let view = bed.view();
         view["members"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|m| m["endpoint"] == endpoint)
-            .cloned()
-            .unwrap_or_else(|| panic!("{endpoint} not in {view:#}"))
-    }
+            .all(|m| m["estimate"]["source"] == "hybrid")
+    });
+    assert!(
+        ok,
+        "not every member estimated within {deadline:?}: {:#}",
+        bed.view()
+    );
+}
 
-    /// Waits until every member has a hybrid estimate.
-    fn wait_all_estimated(&self, deadline: Duration) {
-        let ok = wait_until(deadline, || {
-            let view = self.view();
-            view["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|m| m["estimate"]["source"] == "hybrid")
-        });
+/// Addresses answered for `name` over `n` queries, each asked once the
+/// answers before it have left every member ([`http::handouts_left`]):
+/// the choice the estimates make at rest. (A member whose agent does
+/// not tell its workers counts as serving one request at a time, so a
+/// burst of answers would rightly spill over to the next members.)
+fn answers_at_rest(bed: &Bed, name: &str, n: usize) -> HashMap<IpAddr, usize> {
+    let mut answers = HashMap::new();
+    for _ in 0..n {
         assert!(
-            ok,
-            "not every member estimated within {deadline:?}: {:#}",
-            self.view()
+            wait_until(Duration::from_secs(5), || http::handouts_left(&bed.view())),
+            "the answers handed out never left: {:#}",
+            bed.view()
         );
-    }
-
-    /// Addresses answered for `name` over `n` queries.
-    fn answers(&self, name: &str, n: usize) -> HashMap<IpAddr, usize> {
-        tally(self.resolver.addr(), name, n)
-    }
-
-    /// Addresses answered for `name` over `n` queries, each asked once the
-    /// answers before it have left every member ([`http::handouts_left`]):
-    /// the choice the estimates make at rest. (A member whose agent does
-    /// not tell its workers counts as serving one request at a time, so a
-    /// burst of answers would rightly spill over to the next members.)
-    fn answers_at_rest(&self, name: &str, n: usize) -> HashMap<IpAddr, usize> {
-        let mut answers = HashMap::new();
-        for _ in 0..n {
-            assert!(
-                wait_until(Duration::from_secs(5), || http::handouts_left(&self.view())),
-                "the answers handed out never left: {:#}",
-                self.view()
-            );
-            for (ip, count) in self.answers(name, 1) {
-                *answers.entry(ip).or_insert(0) += count;
-            }
+        for (ip, count) in tally(bed.dns(), name, 1) {
+            *answers.entry(ip).or_insert(0) += count;
         }
-        answers
     }
+    answers
 }
 
 fn in_set(view: &Value) -> HashSet<String> {
@@ -148,8 +91,8 @@ fn in_set(view: &Value) -> HashSet<String> {
 #[test]
 fn rt_answers_only_from_the_equivalent_set() {
     // 5, 20 and 60 ms servers: only the first is within max(30 %, 5 ms).
-    let bed = Bed::start(&[("127.0.11.1", 5), ("127.0.11.2", 20), ("127.0.11.3", 60)]);
-    bed.wait_all_estimated(Duration::from_secs(10));
+    let bed = start_bed(&[("127.0.11.1", 5), ("127.0.11.2", 20), ("127.0.11.3", 60)]);
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let set = in_set(&bed.view());
     assert_eq!(
         set,
@@ -157,7 +100,7 @@ fn rt_answers_only_from_the_equivalent_set() {
         "{:#}",
         bed.view()
     );
-    let answers = bed.answers_at_rest(&format!("rt.{ADN}"), 50);
+    let answers = answers_at_rest(&bed, &format!("rt.{ADN}"), 50);
     assert_eq!(
         answers.keys().copied().collect::<HashSet<_>>(),
         HashSet::from([bed.members[0].web.addr().ip()]),
@@ -174,8 +117,8 @@ fn two_close_members_share_the_answers() {
     // spread over both (no herding on the single best). On a loaded machine
     // a probe can spike past the set's limit for a moment, so each attempt
     // first waits until both are in the set, and a few attempts are allowed.
-    let bed = Bed::start(&[("127.0.12.1", 10), ("127.0.12.2", 12)]);
-    bed.wait_all_estimated(Duration::from_secs(10));
+    let bed = start_bed(&[("127.0.12.1", 10), ("127.0.12.2", 12)]);
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let both: HashSet<String> = bed.members.iter().map(Member::endpoint).collect();
     let mut last = HashMap::new();
     for _ in 0..5 {
@@ -184,7 +127,7 @@ fn two_close_members_share_the_answers() {
             "both never in the set together: {:#}",
             bed.view()
         );
-        last = bed.answers(&format!("rt.{ADN}"), 100);
+        last = tally(bed.dns(), &format!("rt.{ADN}"), 100);
         if last.len() == 2 && last.values().all(|n| *n >= 20) {
             return;
         }
@@ -215,8 +158,12 @@ fn two_close_members_share_the_answers() {
 /// still counted at the last.)
 #[test]
 fn answers_spill_over_once_the_best_members_workers_are_taken() {
-    let bed = Bed::start_reading_status(&[("127.0.16.1", 100), ("127.0.16.2", 300)], 2);
-    bed.wait_all_estimated(Duration::from_secs(10));
+    let bed = Bed::start_with_members(
+        config(),
+        &[("127.0.16.1", 100), ("127.0.16.2", 300)],
+        Agents::ReadingStatus { workers: 2 },
+    );
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let a = bed.members[0].endpoint();
     let queue_known = |m: &Value| m["push"]["in_flight"].as_u64().is_some_and(|n| n <= 1);
     assert!(
@@ -248,8 +195,8 @@ fn answers_spill_over_once_the_best_members_workers_are_taken() {
 
 #[test]
 fn the_best_server_slowed_leaves_within_two_push_intervals() {
-    let bed = Bed::start(&[("127.0.13.1", 5), ("127.0.13.2", 30), ("127.0.13.3", 60)]);
-    bed.wait_all_estimated(Duration::from_secs(10));
+    let bed = start_bed(&[("127.0.13.1", 5), ("127.0.13.2", 30), ("127.0.13.3", 60)]);
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let best = bed.members[0].endpoint();
     assert!(in_set(&bed.view()).contains(&best));
 
@@ -267,7 +214,7 @@ fn the_best_server_slowed_leaves_within_two_push_intervals() {
     assert!(left, "still in the set after {took:?}: {:#}", bed.view());
     eprintln!("figure: load change to leaving the set took {took:?}");
     // And the answers moved: rt no longer names the slowed server.
-    let answers = bed.answers_at_rest(&format!("rt.{ADN}"), 30);
+    let answers = answers_at_rest(&bed, &format!("rt.{ADN}"), 30);
     assert!(
         !answers.contains_key(&bed.members[0].web.addr().ip()),
         "{answers:?}"
@@ -276,8 +223,8 @@ fn the_best_server_slowed_leaves_within_two_push_intervals() {
 
 #[test]
 fn a_killed_member_leaves_within_the_health_bound_and_returns() {
-    let mut bed = Bed::start(&[("127.0.14.1", 10), ("127.0.14.2", 11)]);
-    bed.wait_all_estimated(Duration::from_secs(10));
+    let mut bed = start_bed(&[("127.0.14.1", 10), ("127.0.14.2", 11)]);
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let victim = bed.members[1].endpoint();
     let addr = bed.members[1].web.addr();
     // 10 and 11 ms are equivalent, but a probe that a busy machine delays
@@ -303,7 +250,7 @@ fn a_killed_member_leaves_within_the_health_bound_and_returns() {
     let took = killed.elapsed();
     assert!(left, "still in the set after {took:?}: {:#}", bed.view());
     eprintln!("figure: killed member left the set after {took:?}");
-    let answers = bed.answers(&format!("rt.{ADN}"), 30);
+    let answers = tally(bed.dns(), &format!("rt.{ADN}"), 30);
     assert!(!answers.contains_key(&addr.ip()), "{answers:?}");
 
     // Restart on the same address: two good probes (hysteresis) and the
@@ -364,20 +311,14 @@ impl Liar {
 #[test]
 fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
     // An honest 20 ms server, and a 40 ms server whose "agent" claims 4 ms.
-    let honest = Member::start("127.0.15.1", Duration::from_millis(20));
-    let liar_member = Member::start("127.0.15.2", Duration::from_millis(40));
-    let endpoints = [honest.web.addr(), liar_member.web.addr()];
-    let resolver = Resolver::start_with(&resolver_toml(&endpoints), &[], &[(KEY_ENV, SECRET)]);
-    let http_addr = resolver.http_addr().unwrap();
-    let bed = Bed {
-        resolver,
-        members: vec![honest],
-    };
-    let _honest_agent = start_agent(
-        &bed.members[0].web,
-        bed.members[0].docroot.path(),
-        http_addr,
+    let mut bed = Bed::start_with_members(
+        config(),
+        &[("127.0.15.1", 20), ("127.0.15.2", 40)],
+        Agents::None,
     );
+    let http_addr = bed.http();
+    bed.members[0].start_agent(http_addr);
+    let liar_member = &bed.members[1];
     let mut liar = Liar {
         key: PushKey::new(KEY_ID, SECRET.as_bytes()).unwrap(),
         server: liar_member.endpoint(),
@@ -404,7 +345,7 @@ fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
     // A fresh lie pushed now still predicts the true time: the honest
     // member stays the only one in the set at rest.
     liar.report(http_addr, liar_member.docroot.path(), 4.0);
-    let answers = bed.answers_at_rest(&format!("rt.{ADN}"), 50);
+    let answers = answers_at_rest(&bed, &format!("rt.{ADN}"), 50);
     assert!(
         !answers.contains_key(&liar_member.web.addr().ip()),
         "the liar captured answers: {answers:?} {:#}",
@@ -420,8 +361,8 @@ fn a_lying_agent_does_not_capture_the_traffic_once_probed() {
 #[test]
 #[ignore = "figures, not a test: run by hand"]
 fn figures_estimation_error_and_probe_rate() {
-    let bed = Bed::start(&[("127.0.16.1", 5), ("127.0.16.2", 20), ("127.0.16.3", 60)]);
-    bed.wait_all_estimated(Duration::from_secs(10));
+    let bed = start_bed(&[("127.0.16.1", 5), ("127.0.16.2", 20), ("127.0.16.3", 60)]);
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let mut errors = Vec::new();
     let start = Instant::now();
     let probes_before: Vec<u64> = bed.members.iter().map(|m| m.web.file_requests()).collect();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anycast_tests::bed::{self, ADN, KEY_ENV, KEY_ID, PROBE_PATH, SECRET};
+use anycast_tests::bed::{self, ADN, Group, KEY_ENV, KEY_ID, PROBE_PATH, ResolverConfig, SECRET};
 use anycast_tests::harness::{Agent, Resolver, a_records, query_udp, wait_until_every};
 use anycast_tests::http;
 use anycast_tests::nginx::Nginx;
@@ -36,18 +36,18 @@ impl NginxMember {
         let nginx = Nginx::start(ip, application.addr());
         NginxMember { application, nginx }
     }
-
-    fn member_toml(&self) -> String {
-        bed::member_toml(self.nginx.addr())
-    }
 }
 
 /// A resolver with group `web` of `members`, taking the bed's pushes,
 /// answering with the whole equivalent set.
 fn resolver(members: &[&NginxMember]) -> Resolver {
-    let members: String = members.iter().map(|m| m.member_toml()).collect();
-    let config = bed::resolver_toml("answer = \"set\"", &members);
-    Resolver::start_with(&config, &[], &[(KEY_ENV, SECRET)])
+    ResolverConfig::new()
+        .group(
+            Group::bed()
+                .answer("set")
+                .members(members.iter().map(|m| m.nginx.addr())),
+        )
+        .start()
 }
 
 /// The resolver's view of the member at `server`.

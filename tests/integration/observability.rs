@@ -26,8 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use anycast_tests::bed::{
-    ADN, HEARTBEAT, KEY_ENV, KEY_ID, Member, PROBE_INTERVAL, PROBE_PATH, SECRET, member_toml,
-    start_agent,
+    ADN, Agents, Bed, Group, HEARTBEAT, KEY_ID, Member, PROBE_PATH, ResolverConfig, SECRET, ZONE,
 };
 use anycast_tests::harness::{
     ANSWER_TIMEOUT, Resolver, exchange_udp, query_message, raw_header, send_udp_from, wait_until,
@@ -35,158 +34,88 @@ use anycast_tests::harness::{
 };
 use anycast_tests::http;
 use anycast_tests::upstream::{Upstream, example_zone};
-use anycast_tests::web::WebServer;
 use base64::Engine as _;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use prometheus_parse::{Sample, Scrape, Value as Metric};
 use serde_json::{Value, json};
 
-const ZONE: &str = "any.example.net";
-
 /// Set to `1` to write the dashboard's screenshot to `docs/dashboard.png`.
 const SAVE_SCREENSHOT_ENV: &str = "ANYCAST_SAVE_SCREENSHOT";
 
 // ---------------------------------------------------------------------------
-// A bed of members (web server + agent) and a resolver, as in estimation.rs
+// The bed (anycast_tests::bed) with this file's settings, read through /v1/status
 // ---------------------------------------------------------------------------
 
-/// A resolver config with one group `web` of `members`; `group_extra` is
-/// added to the group's table, `forward` replaces the `[forward]` section.
-fn resolver_toml(members: &[SocketAddr], forward: &str, group_extra: &str) -> String {
-    let mut toml = format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-{forward}
-[[push.key]]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
-[[zone]]
-name = "{ZONE}"
-[[group]]
-service = "web"
-{group_extra}
-"#
+/// The bed: web servers on `(ip, delay in ms)` (free ports), the resolver
+/// with short probe and heartbeat settings (a probe timeout with room for
+/// a loaded machine: no test here waits for a probe to fail), then an
+/// agent per member. The answers these tests ask for bring no requests to
+/// the servers, so the group takes the pushed load as it is (`load_model =
+/// "pushed"`): the queue model would count them as requests on their way,
+/// and move the set the tests check.
+fn start_bed(servers: &[(&str, u64)]) -> Bed {
+    let group = Group::bed()
+        .probe_timeout(Duration::from_secs(2))
+        .threshold(0.3)
+        .slack(Duration::from_millis(5))
+        .load_model("pushed");
+    Bed::start_with_members(
+        ResolverConfig::new().group(group),
+        servers,
+        Agents::Measuring,
+    )
+}
+
+/// The members of the only group of `/v1/status`.
+fn status_members(bed: &Bed) -> Vec<Value> {
+    let status = bed.status();
+    status["groups"][0]["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no members in {status:#}"))
+        .clone()
+}
+
+/// Waits until every member has a hybrid estimate, as `/v1/status` shows.
+fn wait_all_estimated(bed: &Bed, deadline: Duration) {
+    let ok = wait_until(deadline, || {
+        status_members(bed)
+            .iter()
+            .all(|m| m["estimate"]["source"] == "hybrid")
+    });
+    assert!(
+        ok,
+        "not every member estimated within {deadline:?}: {:#}",
+        bed.status()
     );
-    for m in members {
-        toml.push_str(&member_toml(*m));
-    }
-    toml
 }
 
-/// The resolver and its members with their agents.
-struct Bed {
-    resolver: Resolver,
-    members: Vec<Member>,
+/// Endpoints in the equivalent set (metric rt) according to `/v1/status`.
+fn in_set(bed: &Bed) -> Vec<String> {
+    status_members(bed)
+        .iter()
+        .filter(|m| m["in_set"] == true)
+        .map(|m| m["endpoint"].as_str().unwrap().to_owned())
+        .collect()
 }
 
-impl Bed {
-    /// Web servers on `(ip, delay in ms)` (free ports), the resolver with
-    /// short probe and heartbeat settings (a probe timeout with room for a
-    /// loaded machine: no test here waits for a probe to fail), then an
-    /// agent per member. The
-    /// answers these tests ask for bring no requests to the servers, so the
-    /// group takes the pushed load as it is (`load_model = "pushed"`): the
-    /// queue model would count them as requests on their way, and move the
-    /// set the tests check.
-    fn start(delays: &[(&str, u64)]) -> Bed {
-        let servers: Vec<(WebServer, tempfile::TempDir)> = delays
-            .iter()
-            .map(|(ip, ms)| {
-                let docroot = tempfile::tempdir().unwrap();
-                std::fs::create_dir_all(docroot.path().join(".well-known")).unwrap();
-                let web = WebServer::with_docroot(format!("{ip}:0"), docroot.path()).unwrap();
-                web.set_delay(Duration::from_millis(*ms));
-                (web, docroot)
-            })
-            .collect();
-        let endpoints: Vec<SocketAddr> = servers.iter().map(|(web, _)| web.addr()).collect();
-        let group = format!(
-            "probe_interval = \"{}ms\"\nprobe_timeout = \"2s\"\nheartbeat = \"{}ms\"\nthreshold = 0.3\nslack = \"5ms\"\nload_model = \"pushed\"",
-            PROBE_INTERVAL.as_millis(),
-            HEARTBEAT.as_millis()
+/// Asks A for `name` `n` times from 127.0.0.1; the addresses answered.
+fn answers(bed: &Bed, name: &str, n: usize) -> HashMap<IpAddr, u64> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let response = send_udp_from(
+            bed.dns(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &query_message(name, RecordType::A),
         );
-        let toml = resolver_toml(&endpoints, "upstreams = [\"127.0.0.1:9\"]", &group);
-        let resolver = Resolver::start_with(&toml, &[], &[(KEY_ENV, SECRET)]);
-        let api = resolver.http_addr().expect("the resolver's HTTP listener");
-        let members = servers
-            .into_iter()
-            .map(|(web, docroot)| {
-                let agent = start_agent(&web, docroot.path(), api);
-                Member {
-                    web,
-                    docroot,
-                    agent: Some(agent),
-                }
-            })
-            .collect();
-        Bed { resolver, members }
-    }
-
-    fn api(&self) -> SocketAddr {
-        self.resolver
-            .http_addr()
-            .expect("the resolver's HTTP listener")
-    }
-
-    fn status(&self) -> Value {
-        http::get_json(self.api(), "/v1/status")
-    }
-
-    /// The members of the only group of `/v1/status`.
-    fn status_members(&self) -> Vec<Value> {
-        let status = self.status();
-        status["groups"][0]["members"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no members in {status:#}"))
-            .clone()
-    }
-
-    /// Waits until every member has a hybrid estimate.
-    fn wait_all_estimated(&self, deadline: Duration) {
-        let ok = wait_until(deadline, || {
-            self.status_members()
-                .iter()
-                .all(|m| m["estimate"]["source"] == "hybrid")
-        });
-        assert!(
-            ok,
-            "not every member estimated within {deadline:?}: {:#}",
-            self.status()
-        );
-    }
-
-    /// Endpoints in the equivalent set (metric rt) according to `/v1/status`.
-    fn in_set(&self) -> Vec<String> {
-        self.status_members()
-            .iter()
-            .filter(|m| m["in_set"] == true)
-            .map(|m| m["endpoint"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// Asks A for `name` `n` times from 127.0.0.1; the addresses answered.
-    fn answers(&self, name: &str, n: usize) -> HashMap<IpAddr, u64> {
-        let mut seen = HashMap::new();
-        for _ in 0..n {
-            let response = send_udp_from(
-                self.resolver.addr(),
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                &query_message(name, RecordType::A),
-            );
-            assert_eq!(response.metadata.response_code, ResponseCode::NoError);
-            for record in &response.answers {
-                if let RData::A(a) = &record.data {
-                    *seen.entry(IpAddr::V4(a.0)).or_insert(0) += 1;
-                }
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        for record in &response.answers {
+            if let RData::A(a) = &record.data {
+                *seen.entry(IpAddr::V4(a.0)).or_insert(0) += 1;
             }
         }
-        seen
     }
+    seen
 }
 
 fn now_unix() -> Duration {
@@ -344,16 +273,17 @@ fn known_traffic() -> KnownTraffic {
     // Clients: 127.0.53.1 may recurse, 127.0.53.2 may not.
     let allowed = IpAddr::V4(Ipv4Addr::new(127, 0, 53, 1));
     let refused = IpAddr::V4(Ipv4Addr::new(127, 0, 53, 2));
-    let forward = format!(
-        "upstreams = [\"{}\"]\nallow = [\"{allowed}/32\"]",
-        upstream.addr()
-    );
-    let toml = resolver_toml(
-        &members,
-        &forward,
-        "probe_interval = \"1h\"\nfail_after = 100\nload_model = \"pushed\"",
-    );
-    let resolver = Resolver::start_with(&toml, &[], &[(KEY_ENV, SECRET)]);
+    let resolver = ResolverConfig::new()
+        .upstream(upstream.addr())
+        .forward(&format!("allow = [\"{allowed}/32\"]"))
+        .group(
+            Group::new("web")
+                .probe_interval(Duration::from_secs(3600))
+                .settings("fail_after = 100")
+                .load_model("pushed")
+                .members(members.iter().copied()),
+        )
+        .start();
     let dns = resolver.addr();
     let api = resolver.http_addr().unwrap();
     let ask = |from: IpAddr, name: &str, rtype: RecordType| -> Message {
@@ -722,11 +652,11 @@ fn why_numbers(why: &str) -> (f64, f64) {
 fn status_json_for_a_known_scenario() {
     // 5, 20 and 60 ms servers: only the first is within max(30 %, 5 ms).
     let delays = [5.0, 20.0, 60.0];
-    let bed = Bed::start(&[("127.0.52.1", 5), ("127.0.52.2", 20), ("127.0.52.3", 60)]);
-    bed.wait_all_estimated(Duration::from_secs(10));
+    let bed = start_bed(&[("127.0.52.1", 5), ("127.0.52.2", 20), ("127.0.52.3", 60)]);
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let fast = bed.members[0].endpoint();
     assert!(
-        wait_until(Duration::from_secs(5), || bed.in_set() == [fast.clone()]),
+        wait_until(Duration::from_secs(5), || in_set(&bed) == [fast.clone()]),
         "only the 5 ms member in the set: {:#}",
         bed.status()
     );
@@ -734,8 +664,7 @@ fn status_json_for_a_known_scenario() {
     // goes round the available ones): on a loaded machine one may be out
     // for a moment (a slow probe, a late push) when the set settles.
     assert!(
-        wait_until(Duration::from_secs(10), || bed
-            .status_members()
+        wait_until(Duration::from_secs(10), || status_members(&bed)
             .iter()
             .all(|m| m["unavailable"].is_null())),
         "every member available: {:#}",
@@ -744,9 +673,9 @@ fn status_json_for_a_known_scenario() {
 
     // Known traffic: 10 rt queries (all to the fast member), 6 rr queries
     // (two for each member, in turn).
-    let rt = bed.answers(&format!("rt.{ADN}"), 10);
+    let rt = answers(&bed, &format!("rt.{ADN}"), 10);
     assert_eq!(rt, HashMap::from([(bed.members[0].web.addr().ip(), 10)]));
-    let rr = bed.answers(&format!("rr.{ADN}"), 6);
+    let rr = answers(&bed, &format!("rr.{ADN}"), 6);
     assert!(rr.values().all(|n| *n == 2) && rr.len() == 3, "{rr:?}");
     let expected_answers = [12, 2, 2];
 
@@ -835,7 +764,7 @@ fn status_json_for_a_known_scenario() {
     }
 
     // /v1/status is the same view as the group's own endpoint.
-    let single = http::get_json(bed.api(), &format!("/v1/groups/{ADN}"));
+    let single = http::get_json(bed.http(), &format!("/v1/groups/{ADN}"));
     let endpoints = |members: &Value| -> Vec<Value> {
         members
             .as_array()
@@ -1216,14 +1145,14 @@ fn shown_out(row: &Row) -> bool {
 fn dashboard_shows_every_member_and_marks_a_slowed_one_out() {
     // 10 and 12 ms are equivalent (limit max(1.3 x 10, 10 + 5) = 15 ms);
     // 60 ms is not.
-    let bed = Bed::start(&[("127.0.54.1", 10), ("127.0.54.2", 12), ("127.0.54.3", 60)]);
+    let bed = start_bed(&[("127.0.54.1", 10), ("127.0.54.2", 12), ("127.0.54.3", 60)]);
     let browser = Browser::start();
-    bed.wait_all_estimated(Duration::from_secs(10));
+    wait_all_estimated(&bed, Duration::from_secs(10));
     let endpoints: Vec<String> = bed.members.iter().map(Member::endpoint).collect();
     let (fast, slowed, slow) = (&endpoints[0], &endpoints[1], &endpoints[2]);
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let mut set = bed.in_set();
+            let mut set = in_set(&bed);
             set.sort();
             set == [fast.clone(), slowed.clone()]
         }),
@@ -1231,9 +1160,9 @@ fn dashboard_shows_every_member_and_marks_a_slowed_one_out() {
         bed.status()
     );
     // Some answers, so the answers column has something to show.
-    bed.answers(&format!("rt.{ADN}"), 20);
+    answers(&bed, &format!("rt.{ADN}"), 20);
 
-    browser.goto(&format!("http://{}/", bed.api()));
+    browser.goto(&format!("http://{}/", bed.http()));
     browser.set_viewport(VIEWPORT.0, VIEWPORT.1);
     let title = browser.eval("return document.title;");
     assert_eq!(title, "anycast resolver");
@@ -1293,7 +1222,7 @@ fn dashboard_shows_every_member_and_marks_a_slowed_one_out() {
     let save = std::env::var(SAVE_SCREENSHOT_ENV).is_ok_and(|v| v == "1");
     if save {
         for _ in 0..6 {
-            bed.answers(&format!("rt.{ADN}"), 10);
+            answers(&bed, &format!("rt.{ADN}"), 10);
             std::thread::sleep(Duration::from_secs(10));
         }
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anycast_tests::bed::{self, ADN, KEY_ENV, PROBE_PATH, SECRET};
+use anycast_tests::bed::{self, ADN, Group, KEY_ENV, PROBE_PATH, ResolverConfig, SECRET};
 use anycast_tests::harness::{Agent, Resolver, wait_until_every};
 use anycast_tests::http;
 use anycast_tests::nginx::Nginx;
@@ -14,18 +14,12 @@ use serde_json::Value;
 
 const POLL: Duration = Duration::from_millis(20);
 
-/// A resolver config: group `web` with one member whose probe file is at
-/// `probe`, and `probe_settings` as its `[probe]` section.
-fn resolver_toml(member: std::net::SocketAddr, probe: &str, probe_settings: &str) -> String {
-    let member = format!(
-        "[[group.member]]\naddress = \"{}\"\nport = {}\nprobe = \"{probe}\"\n",
-        member.ip(),
-        member.port()
-    );
-    format!(
-        "{}\n[probe]\n{probe_settings}\n",
-        bed::resolver_toml("", &member)
-    )
+/// A resolver config: group `web` with one member, at `member`, whose
+/// probe file is at `probe`, and an empty `[probe]` section.
+fn one_member(member: std::net::SocketAddr, probe: &str) -> ResolverConfig {
+    ResolverConfig::new()
+        .probe("")
+        .group(Group::bed().member_probed_at(member, probe))
 }
 
 fn member_view(resolver: &Resolver) -> Value {
@@ -57,15 +51,12 @@ fn probes_over_https_trust_the_configured_ca_and_say_why_they_fail() {
     let probe = format!("{}{PROBE_PATH}", nginx.url());
     assert!(probe.starts_with("https://"));
 
-    let trusting = Resolver::start_with(
-        &resolver_toml(
-            nginx.addr(),
-            &probe,
-            &format!("ca_file = \"{}\"", dir.path().join("ca.pem").display()),
-        ),
-        &[],
-        &[(KEY_ENV, SECRET)],
-    );
+    let trusting = one_member(nginx.addr(), &probe)
+        .probe(&format!(
+            "ca_file = \"{}\"",
+            dir.path().join("ca.pem").display()
+        ))
+        .start();
     let up = wait_until_every(POLL, Duration::from_secs(10), || {
         member_view(&trusting)["health"] == "up"
     });
@@ -76,11 +67,7 @@ fn probes_over_https_trust_the_configured_ca_and_say_why_they_fail() {
     );
 
     // Without the CA: down, and the log says why, cause included.
-    let distrusting = Resolver::start_with(
-        &resolver_toml(nginx.addr(), &probe, ""),
-        &[],
-        &[(KEY_ENV, SECRET)],
-    );
+    let distrusting = one_member(nginx.addr(), &probe).start();
     let line = distrusting
         .wait_for_log("member is down: probes fail", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("{:?}", distrusting.logs()));
@@ -95,11 +82,7 @@ fn an_agent_pushes_to_a_resolver_behind_https() {
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path(), &["127.0.91.2"]);
     let member = bed::Member::start("127.0.91.3", Duration::from_millis(20));
-    let resolver = Resolver::start_with(
-        &resolver_toml(member.web.addr(), &member.probe_url(), ""),
-        &[],
-        &[(KEY_ENV, SECRET)],
-    );
+    let resolver = one_member(member.web.addr(), &member.probe_url()).start();
     // TLS in front of the resolver's HTTP listener.
     let front = Nginx::start_tls(
         "127.0.91.2",
@@ -202,16 +185,11 @@ fn the_resolvers_listeners_serve_https_and_reload_the_certificate() {
     );
 
     let member = bed::Member::start("127.0.91.4", Duration::from_millis(20));
-    let config = resolver_toml(member.web.addr(), &member.probe_url(), "").replacen(
-        "[http]\nlisten = \"127.0.0.1:0\"\n",
-        &format!("[http]\nlisten = \"127.0.0.1:0\"\n{tls_lines}"),
-        1,
-    ) + &format!(
-        "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n{tls_lines}",
-        live.path().join("token").display(),
-        live.path().join("state.json").display()
-    );
-    let resolver = Resolver::start_with(&config, &[], &[(KEY_ENV, SECRET)]);
+    let resolver = one_member(member.web.addr(), &member.probe_url())
+        .http(&tls_lines)
+        .admin(&live.path().join("token"), &live.path().join("state.json"))
+        .admin_settings(&tls_lines)
+        .start();
     let api = format!("https://{}", resolver.http_addr().unwrap());
     let admin = format!("https://{}", resolver.admin_addr().unwrap());
     let bearer = format!("Authorization: Bearer {TOKEN}");

@@ -1,16 +1,31 @@
-//! A test bed's replicated servers: a test web server per member, serving
-//! its probe file from a docroot, and the `anycast-agent` that measures it
-//! and pushes to a resolver. Timing settings are shorter than the defaults
-//! so end-to-end suites stay quick; tests derive their bounds from them.
+//! A test bed: a resolver on a config the test builds, and the replicated
+//! servers it answers with.
+//!
+//! * [`ResolverConfig`] and [`Group`] build a resolver's config section by
+//!   section: `[dns]`, `[http]` and `[forward]` on free loopback ports, a
+//!   `[probe]` section, the push key, `[admin]`, zone `any.example.net`,
+//!   and `[[group]]` tables with their settings and members. A test names
+//!   only what differs from the defaults.
+//! * [`Bed`] starts a resolver on such a config, with [`Member`]s (a test
+//!   web server per member, serving its probe file from a docroot, and the
+//!   `anycast-agent` that measures it and pushes) started first so that
+//!   their ports are in the config.
+//!
+//! Timing settings are shorter than the defaults so end-to-end suites stay
+//! quick; tests derive their bounds from them.
 
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::probe::ProbeFile;
 use anycast_proto::push::ServerState;
+use serde_json::Value;
 
-use crate::harness::Agent;
+use crate::fixtures::{NO_UPSTREAM, admin_toml, resolver_head_with};
+use crate::http;
+use crate::process::{Agent, Resolver};
 use crate::web::WebServer;
 
 /// The push key's id, shared by the agents and the resolver of a bed.
@@ -19,7 +34,9 @@ pub const KEY_ID: &str = "k1";
 pub const KEY_ENV: &str = "ANYCAST_TEST_PUSH_KEY";
 /// The shared secret.
 pub const SECRET: &str = "anycast-test-shared-secret";
-/// The group every bed serves.
+/// The zone every bed's resolver serves.
+pub const ZONE: &str = "any.example.net";
+/// The group of [`Group::bed`].
 pub const ADN: &str = "web.any.example.net";
 /// Where the probe file is, under a member's docroot and in its URL.
 pub const PROBE_PATH: &str = ".well-known/anycast-probe.json";
@@ -96,44 +113,469 @@ impl Member {
     pub fn start_agent(&mut self, resolver_http: SocketAddr) {
         self.agent = Some(start_agent(&self.web, self.docroot.path(), resolver_http));
     }
+
+    /// Starts the member's agent reading its server's status page
+    /// ([`start_agent_reading_status`]), pushing to `resolver_http`.
+    pub fn start_agent_reading_status(&mut self, resolver_http: SocketAddr, workers: u32) {
+        self.agent = Some(start_agent_reading_status(
+            &self.web,
+            self.docroot.path(),
+            resolver_http,
+            workers,
+        ));
+    }
 }
 
-/// A resolver config for a bed: the push key, zone `any.example.net`, and
-/// group `web` probed every [`PROBE_INTERVAL`] and expecting a push every
-/// [`HEARTBEAT`], with more of the group's settings in `settings` and its
-/// `[[group.member]]` tables in `members`. Start the resolver with
-/// `(KEY_ENV, SECRET)` in its environment.
-pub fn resolver_toml(settings: &str, members: &str) -> String {
-    format!(
-        r#"{head}
-[[push.key]]
-id = "{KEY_ID}"
-env = "{KEY_ENV}"
+// ---------------------------------------------------------------------------
+// Resolver configs
+// ---------------------------------------------------------------------------
 
-[[zone]]
-name = "any.example.net"
+/// A resolver config, built section by section. [`ResolverConfig::new`]
+/// gives `[dns]` and `[http]` on free loopback ports, `[forward]` to
+/// [`NO_UPSTREAM`], the bed's push key ([`KEY_ID`], read from [`KEY_ENV`])
+/// and zone [`ZONE`], with no group; the methods add to it. Its text is its
+/// [`Display`](fmt::Display).
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    dns: String,
+    http: String,
+    upstream: String,
+    forward: String,
+    /// `[probe]`'s lines, if the section is written at all.
+    probe: Option<String>,
+    key: Option<PushKeyConfig>,
+    /// The token and state file of `[admin]`, if the section is written.
+    admin: Option<(PathBuf, PathBuf)>,
+    admin_extra: String,
+    groups: Vec<Group>,
+}
 
-[[group]]
-service = "web"
-probe_interval = "{probe}ms"
-heartbeat = "{heartbeat}ms"
-{settings}
-{members}"#,
-        head = crate::harness::resolver_head(crate::harness::NO_UPSTREAM, ""),
-        probe = PROBE_INTERVAL.as_millis(),
-        heartbeat = HEARTBEAT.as_millis(),
-    )
+/// A `[[push.key]]` and the secret the resolver is started with.
+#[derive(Debug, Clone)]
+struct PushKeyConfig {
+    id: String,
+    env: String,
+    secret: String,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> ResolverConfig {
+        ResolverConfig::new()
+    }
+}
+
+impl ResolverConfig {
+    /// The defaults (see [`ResolverConfig`]).
+    pub fn new() -> ResolverConfig {
+        ResolverConfig {
+            dns: String::new(),
+            http: String::new(),
+            upstream: NO_UPSTREAM.to_owned(),
+            forward: String::new(),
+            probe: None,
+            key: None,
+            admin: None,
+            admin_extra: String::new(),
+            groups: Vec::new(),
+        }
+        .push_key(KEY_ID, KEY_ENV, SECRET)
+    }
+
+    /// More `[dns]` settings (TOML lines).
+    pub fn dns(mut self, lines: &str) -> ResolverConfig {
+        add_lines(&mut self.dns, lines);
+        self
+    }
+
+    /// More `[http]` settings (TOML lines).
+    pub fn http(mut self, lines: &str) -> ResolverConfig {
+        add_lines(&mut self.http, lines);
+        self
+    }
+
+    /// `[forward] upstreams` is `[upstream]` instead of [`NO_UPSTREAM`].
+    pub fn upstream(mut self, upstream: impl fmt::Display) -> ResolverConfig {
+        self.upstream = upstream.to_string();
+        self
+    }
+
+    /// More `[forward]` settings (TOML lines).
+    pub fn forward(mut self, lines: &str) -> ResolverConfig {
+        add_lines(&mut self.forward, lines);
+        self
+    }
+
+    /// A `[probe]` section with `lines` (written even if they are empty).
+    pub fn probe(mut self, lines: &str) -> ResolverConfig {
+        add_lines(self.probe.get_or_insert_with(String::new), lines);
+        self
+    }
+
+    /// The push key: id `id`, its secret read from `env`, and `secret` in
+    /// that variable when the resolver is started (instead of the bed's).
+    pub fn push_key(mut self, id: &str, env: &str, secret: &str) -> ResolverConfig {
+        self.key = Some(PushKeyConfig {
+            id: id.to_owned(),
+            env: env.to_owned(),
+            secret: secret.to_owned(),
+        });
+        self
+    }
+
+    /// No push key (and no secret in the resolver's environment).
+    pub fn without_push_key(mut self) -> ResolverConfig {
+        self.key = None;
+        self
+    }
+
+    /// An `[admin]` section on a free loopback port, with the token and
+    /// state file at the given paths ([`admin_toml`]).
+    pub fn admin(mut self, token_file: &Path, state_file: &Path) -> ResolverConfig {
+        self.admin = Some((token_file.to_owned(), state_file.to_owned()));
+        self
+    }
+
+    /// More `[admin]` settings (TOML lines), for an [`ResolverConfig::admin`]
+    /// section.
+    pub fn admin_settings(mut self, lines: &str) -> ResolverConfig {
+        add_lines(&mut self.admin_extra, lines);
+        self
+    }
+
+    /// A `[[group]]` table after those already there.
+    pub fn group(mut self, group: Group) -> ResolverConfig {
+        self.groups.push(group);
+        self
+    }
+
+    /// Starts a resolver on this config, with the push key's secret in its
+    /// environment.
+    pub fn start(&self) -> Resolver {
+        let env: Vec<(&str, &str)> = self
+            .key
+            .iter()
+            .map(|key| (key.env.as_str(), key.secret.as_str()))
+            .collect();
+        Resolver::start_with(&self.to_string(), &[], &env)
+    }
+}
+
+impl fmt::Display for ResolverConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&resolver_head_with(&self.upstream, &self.dns, &self.http))?;
+        f.write_str(&self.forward)?;
+        if let Some(probe) = &self.probe {
+            write!(f, "\n[probe]\n{probe}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(
+                f,
+                "\n[[push.key]]\nid = \"{}\"\nenv = \"{}\"\n",
+                key.id, key.env
+            )?;
+        }
+        if let Some((token_file, state_file)) = &self.admin {
+            write!(
+                f,
+                "\n{}{}",
+                admin_toml(token_file, state_file),
+                self.admin_extra
+            )?;
+        }
+        write!(f, "\n[[zone]]\nname = \"{ZONE}\"\n")?;
+        self.groups
+            .iter()
+            .try_for_each(|group| write!(f, "{group}"))
+    }
+}
+
+/// A `[[group]]` table: its service, settings and `[[group.member]]`s, in
+/// the order given. Its text is its [`Display`](fmt::Display).
+#[derive(Debug, Clone)]
+pub struct Group {
+    service: String,
+    settings: String,
+    members: String,
+}
+
+impl Group {
+    /// Group `service` with no settings and no member.
+    pub fn new(service: &str) -> Group {
+        Group {
+            service: service.to_owned(),
+            settings: String::new(),
+            members: String::new(),
+        }
+    }
+
+    /// The beds' group: `web` (so [`ADN`]), probed every
+    /// [`PROBE_INTERVAL`] and expecting a push every [`HEARTBEAT`].
+    pub fn bed() -> Group {
+        Group::new("web")
+            .probe_interval(PROBE_INTERVAL)
+            .heartbeat(HEARTBEAT)
+    }
+
+    /// `probe_interval`.
+    pub fn probe_interval(self, interval: Duration) -> Group {
+        self.set("probe_interval", toml_duration(interval))
+    }
+
+    /// `heartbeat`: how often a push is expected.
+    pub fn heartbeat(self, heartbeat: Duration) -> Group {
+        self.set("heartbeat", toml_duration(heartbeat))
+    }
+
+    /// `probe_timeout`.
+    pub fn probe_timeout(self, timeout: Duration) -> Group {
+        self.set("probe_timeout", toml_duration(timeout))
+    }
+
+    /// `threshold`: how much slower than the best a member of the
+    /// equivalent set may be, as a fraction of the best.
+    pub fn threshold(self, threshold: f64) -> Group {
+        // Debug, not Display: a float keeps its point (`1.0`, not `1`).
+        self.set("threshold", format!("{threshold:?}"))
+    }
+
+    /// `slack`: how much slower than the best a member of the equivalent
+    /// set may be in any case.
+    pub fn slack(self, slack: Duration) -> Group {
+        self.set("slack", toml_duration(slack))
+    }
+
+    /// `answer`: the answer mode (`one`, `set`, ...).
+    pub fn answer(self, mode: &str) -> Group {
+        self.set("answer", format!("\"{mode}\""))
+    }
+
+    /// `load_model` (`pushed`, ...).
+    pub fn load_model(self, model: &str) -> Group {
+        self.set("load_model", format!("\"{model}\""))
+    }
+
+    /// More of the group's settings (TOML lines), written as they are.
+    pub fn settings(mut self, lines: &str) -> Group {
+        add_lines(&mut self.settings, lines);
+        self
+    }
+
+    /// A member at `endpoint`, probed at its probe file ([`member_toml`]).
+    pub fn member(mut self, endpoint: SocketAddr) -> Group {
+        self.members.push_str(&member_toml(endpoint));
+        self
+    }
+
+    /// [`Group::member`] for each of `endpoints`, in order.
+    pub fn members(self, endpoints: impl IntoIterator<Item = SocketAddr>) -> Group {
+        endpoints.into_iter().fold(self, Group::member)
+    }
+
+    /// A member at `endpoint` (`("127.0.0.1", 80)`, `"127.0.0.1:80"`, ...)
+    /// probed at `probe`.
+    pub fn member_probed_at(mut self, endpoint: impl ToSocketAddrs, probe: &str) -> Group {
+        self.members
+            .push_str(&member_table(socket_addr(endpoint), Some(probe)));
+        self
+    }
+
+    /// A member at `endpoint` with no probe URL.
+    pub fn member_unprobed(mut self, endpoint: impl ToSocketAddrs) -> Group {
+        self.members
+            .push_str(&member_table(socket_addr(endpoint), None));
+        self
+    }
+
+    /// `key = value`, `value` already in TOML.
+    fn set(self, key: &str, value: String) -> Group {
+        self.settings(&format!("{key} = {value}"))
+    }
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\n[[group]]\nservice = \"{}\"\n{}{}",
+            self.service, self.settings, self.members
+        )
+    }
 }
 
 /// A resolver config's `[[group.member]]` for the server at `endpoint`,
 /// with its probe file's URL.
 pub fn member_toml(endpoint: SocketAddr) -> String {
+    member_table(endpoint, Some(&format!("http://{endpoint}/{PROBE_PATH}")))
+}
+
+fn member_table(endpoint: SocketAddr, probe: Option<&str>) -> String {
+    let probe = probe
+        .map(|url| format!("probe = \"{url}\"\n"))
+        .unwrap_or_default();
     format!(
-        "[[group.member]]\naddress = \"{}\"\nport = {}\nprobe = \"http://{endpoint}/{PROBE_PATH}\"\n",
+        "[[group.member]]\naddress = \"{}\"\nport = {}\n{probe}",
         endpoint.ip(),
         endpoint.port()
     )
 }
+
+fn socket_addr(endpoint: impl ToSocketAddrs) -> SocketAddr {
+    endpoint
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .expect("a member's address and port")
+}
+
+/// `lines` appended to `to`, ending in a newline (nothing if empty).
+fn add_lines(to: &mut String, lines: &str) {
+    to.push_str(lines);
+    if !lines.is_empty() && !lines.ends_with('\n') {
+        to.push('\n');
+    }
+}
+
+/// A duration as a TOML string, the way a config writes it: `"1h"`, `"2s"`
+/// or `"300ms"`.
+fn toml_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    match ms {
+        0 => "\"0ms\"".to_owned(),
+        _ if ms.is_multiple_of(3_600_000) => format!("\"{}h\"", ms / 3_600_000),
+        _ if ms.is_multiple_of(1000) => format!("\"{}s\"", ms / 1000),
+        _ => format!("\"{ms}ms\""),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The bed
+// ---------------------------------------------------------------------------
+
+/// What a bed's members run besides their web server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agents {
+    /// No agent: the test pushes itself, or not at all.
+    None,
+    /// An agent per member ([`start_agent`]).
+    Measuring,
+    /// An agent per member that also reads its server's status page, the
+    /// server having `workers` workers ([`start_agent_reading_status`]).
+    ReadingStatus {
+        /// The workers each server tells of.
+        workers: u32,
+    },
+}
+
+impl Agents {
+    /// Starts `member`'s agent, if any, pushing to `resolver_http`.
+    fn start(self, member: &mut Member, resolver_http: SocketAddr) {
+        match self {
+            Agents::None => {}
+            Agents::Measuring => member.start_agent(resolver_http),
+            Agents::ReadingStatus { workers } => {
+                member.start_agent_reading_status(resolver_http, workers);
+            }
+        }
+    }
+}
+
+/// A resolver on a [`ResolverConfig`], with the members the bed started
+/// for its last group. Everything is killed when dropped.
+#[derive(Debug)]
+pub struct Bed {
+    /// The resolver (a new one after [`Bed::restart`]).
+    pub resolver: Resolver,
+    /// The members the bed started, in the order given; a test may take
+    /// one out to stop it.
+    pub members: Vec<Member>,
+    config: ResolverConfig,
+}
+
+impl Bed {
+    /// A resolver on `config`, with no member of the bed's own.
+    pub fn start(config: ResolverConfig) -> Bed {
+        Bed::start_with_members(config, &[], Agents::None)
+    }
+
+    /// Web servers on `(ip, delay in ms)` (free ports), added in that order
+    /// to the last group of `config`; the resolver on it; then `agents`.
+    /// (The members' ports must be known for the resolver's config, and the
+    /// resolver's HTTP address for the agents' configs.)
+    pub fn start_with_members(
+        mut config: ResolverConfig,
+        servers: &[(&str, u64)],
+        agents: Agents,
+    ) -> Bed {
+        let members: Vec<Member> = servers
+            .iter()
+            .map(|(ip, ms)| Member::start(ip, Duration::from_millis(*ms)))
+            .collect();
+        if !members.is_empty() {
+            let group = config.groups.pop().expect("a group for the bed's members");
+            config = config.group(group.members(members.iter().map(|m| m.web.addr())));
+        }
+        let resolver = config.start();
+        let mut bed = Bed {
+            resolver,
+            members,
+            config,
+        };
+        if agents != Agents::None {
+            let http = bed.http();
+            for member in &mut bed.members {
+                agents.start(member, http);
+            }
+        }
+        bed
+    }
+
+    /// Starts a new resolver on the same config (the old one is killed once
+    /// the new one is up, unless it has exited already). Its ports are new.
+    pub fn restart(&mut self) {
+        self.resolver = self.config.start();
+    }
+
+    /// The config the resolver runs on.
+    pub fn config(&self) -> &ResolverConfig {
+        &self.config
+    }
+
+    /// The resolver's DNS address (UDP and TCP).
+    pub fn dns(&self) -> SocketAddr {
+        self.resolver.addr()
+    }
+
+    /// The resolver's HTTP API.
+    pub fn http(&self) -> SocketAddr {
+        self.resolver
+            .http_addr()
+            .expect("the resolver logs its HTTP listener")
+    }
+
+    /// `GET /v1/groups/{ADN}`: the bed's group as the API shows it.
+    pub fn view(&self) -> Value {
+        http::get_json(self.http(), &format!("/v1/groups/{ADN}"))
+    }
+
+    /// The member at `endpoint` in [`Bed::view`] (panics if it is not there).
+    pub fn member_view(&self, endpoint: &str) -> Value {
+        let view = self.view();
+        view["members"]
+            .as_array()
+            .and_then(|members| members.iter().find(|m| m["endpoint"] == endpoint))
+            .cloned()
+            .unwrap_or_else(|| panic!("{endpoint} not in {view:#}"))
+    }
+
+    /// `GET /v1/status`.
+    pub fn status(&self) -> Value {
+        http::get_json(self.http(), "/v1/status")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------
 
 /// An agent for `web` (active measurement every 50 ms, the probe file in
 /// `docroot`), pushing to `resolver_http` with the bed's timing settings.

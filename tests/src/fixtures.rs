@@ -68,13 +68,23 @@ pub const NO_UPSTREAM: &str = "127.0.0.1:9";
 /// `[http]` on free loopback ports, then `[forward]` to `upstream`. More
 /// `[forward]` settings may follow it, then the rest of the config.
 pub fn resolver_head(upstream: impl std::fmt::Display, dns_extra: &str) -> String {
+    resolver_head_with(upstream, dns_extra, "")
+}
+
+/// [`resolver_head`] with the `http_extra` lines in `[http]` too (its TLS
+/// certificate, say).
+pub fn resolver_head_with(
+    upstream: impl std::fmt::Display,
+    dns_extra: &str,
+    http_extra: &str,
+) -> String {
     format!(
         r#"[dns]
 listen = ["127.0.0.1:0"]
 {dns_extra}
 [http]
 listen = "127.0.0.1:0"
-
+{http_extra}
 [forward]
 upstreams = ["{upstream}"]
 "#

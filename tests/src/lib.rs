@@ -10,8 +10,10 @@
 //! * [`harness`]: what every test uses, re-exported from [`process`]
 //!   (builds and starts the real `anycast-resolver` and `anycast-agent`
 //!   binaries on a config, reads their logs, waits on conditions),
-//!   [`fixtures`] (config heads, the example configs) and [`dns`] (a small
-//!   blocking DNS client, plus `dig`).
+//!   [`fixtures`] (config heads, the example configs), [`dns`] (a small
+//!   blocking DNS client, plus `dig`) and [`bed`] (a resolver config built
+//!   section by section, and a bed: the resolver started on it with its
+//!   members, each a test web server with its agent).
 //! * [`web`]: a test web server whose response delay the test sets, for the
 //!   agent to measure.
 //! * [`http`]: a tiny blocking HTTP client for the resolver's HTTP API.
