@@ -25,6 +25,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// connections being made.
 pub const TCP_BACKLOG: i32 = 1024;
 
+/// The receive buffer asked for each UDP socket, in bytes.
+pub const UDP_RECEIVE_BUFFER: usize = 1 << 20;
+
 /// Fresh UDP ports tried, with port 0, before giving up. Each try fails only
 /// if TCP finds the port the kernel gave UDP taken, which is rare; twenty in a
 /// row means something is wrong with the machine, not bad luck.
@@ -93,6 +96,11 @@ fn bind_udp(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
     if shared {
         socket.set_reuse_port(true)?;
     }
+    // Room for bursts: the default (about 200 KiB, some 200 small
+    // datagrams) overflows when a burst arrives while a batch is being
+    // answered. The kernel caps it at net.core.rmem_max; a failure leaves
+    // the default.
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
