@@ -358,10 +358,12 @@ fn check_label(label: &str, name: &str) -> Result<(), NameError> {
             len: label.len(),
         });
     }
-    match label
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if label.bytes().all(allowed) {
+        return Ok(());
+    }
+    // The first character that is not allowed, whole (it may not be ASCII).
+    match label.chars().find(|c| !u8::try_from(*c).is_ok_and(allowed)) {
         Some(ch) if !ch.is_ascii() => Err(NameError::NonAscii),
         Some(ch) => Err(NameError::InvalidChar { ch }),
         None => Ok(()),
