@@ -681,6 +681,14 @@ pub fn resolver_config(
         g.insert("member".into(), toml::Value::Array(members.clone()));
         toml::Value::Table(g)
     };
+    // The resolvers that share the clients, as an operator who runs several
+    // would say of every group (local ones learn it from the authority with
+    // the rest of the group): it scales the handouts each counts and
+    // spreads each one's probes, so the members carry one resolver's probes.
+    let resolvers = (
+        "resolvers",
+        toml::Value::Integer(i64::try_from(scenario.resolvers.count).unwrap_or(i64::MAX)),
+    );
     let mut zone = table(&[("name", s(scenario.zone.clone()))]);
     if let Some(authority) = authority {
         zone.insert("role".into(), s("local"));
@@ -720,23 +728,19 @@ pub fn resolver_config(
         (
             "group",
             toml::Value::Array(vec![
-                // The resolvers that share the clients, as an operator who
-                // runs several would say (local ones learn it from the
-                // authority with the rest of the group).
                 group(
                     scenario.service.clone(),
                     &scenario.resolver.default,
-                    &[(
-                        "resolvers",
-                        toml::Value::Integer(
-                            i64::try_from(scenario.resolvers.count).unwrap_or(i64::MAX),
-                        ),
-                    )],
+                    std::slice::from_ref(&resolvers),
                 ),
                 group(
                     format!("{}-paper", scenario.service),
                     &scenario.resolver.hybrid,
-                    &[("calibration", s("ratio")), ("load_model", s("pushed"))],
+                    &[
+                        ("calibration", s("ratio")),
+                        ("load_model", s("pushed")),
+                        resolvers.clone(),
+                    ],
                 ),
                 // Load-blind, as the classic schemes are: no agent pushes
                 // here, and a probe stuck in a loaded server's queue does
@@ -753,6 +757,7 @@ pub fn resolver_config(
                         ("probe_interval", s("2s")),
                         ("probe_timeout", s("30s")),
                         ("ttl", toml::Value::Integer(1)),
+                        resolvers,
                     ],
                 ),
             ]),

@@ -209,8 +209,9 @@ async fn probe_member(
 ) {
     let member = &group.members[index];
     let settings = group.probing;
+    let every = group.probe_every();
     // Start at a random point of the interval, so members are not probed in step.
-    let mut wait = settings.interval.mul_f64(rand::rng().random::<f64>());
+    let mut wait = every.mul_f64(rand::rng().random::<f64>());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -235,9 +236,7 @@ async fn probe_member(
                     tufr_ms: file.tufr_ms,
                 };
                 debug!(rt_ms = sample.rt_ms, tufr_ms = ?sample.tufr_ms, "probed");
-                let interval = settings
-                    .interval
-                    .mul_f64(0.9 + 0.2 * rand::rng().random::<f64>());
+                let interval = every.mul_f64(0.9 + 0.2 * rand::rng().random::<f64>());
                 board.probe_ok(&group, member, sample, Instant::now(), interval)
             }
             Err(reason) => {

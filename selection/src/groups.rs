@@ -306,6 +306,15 @@ pub struct Group {
 }
 
 impl Group {
+    /// How long this resolver waits between two probes of one member: the
+    /// probe interval times the resolvers that share the group's clients
+    /// (`resolvers`), so the members carry one resolver's probes however
+    /// many resolvers probe them. Each resolver's view of its own paths is
+    /// that much older.
+    pub fn probe_every(&self) -> Duration {
+        self.probing.interval * self.estimator.resolvers.max(1)
+    }
+
     /// A group with default settings and the given members.
     pub fn new(name: AnycastName, ttl: u32, answer: AnswerMode, members: Vec<Member>) -> Self {
         Group::from_spec(
@@ -556,6 +565,28 @@ pub enum Pick {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resolvers_sharing_the_clients_share_the_probing() {
+        let name = anycast_proto::name::parse(
+            "web.any.example.net",
+            &[Zone::new("any.example.net").unwrap()],
+        )
+        .unwrap();
+        let spec = |resolvers| GroupSpec {
+            probe_interval_ms: 2000,
+            resolvers,
+            ..GroupSpec::default()
+        };
+        assert_eq!(
+            Group::from_spec(name.clone(), spec(1)).probe_every(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            Group::from_spec(name, spec(4)).probe_every(),
+            Duration::from_secs(8)
+        );
+    }
+
     use super::*;
 
     #[test]
