@@ -239,6 +239,11 @@ impl NameRef<'_, '_> {
         self.metric
     }
 
+    /// The zone the service lives in.
+    pub fn zone(&self) -> &Zone {
+        self.zone
+    }
+
     /// The name, owned.
     pub fn to_owned(&self) -> AnycastName {
         AnycastName {

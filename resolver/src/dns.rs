@@ -223,15 +223,19 @@ impl DnsFront {
             return false;
         };
         let directory = self.directory.borrow().clone();
-        let zone = name::zone_of(qname, directory.zones())
-            .and_then(|zone| directory.zone_configs().iter().find(|z| &z.name == zone));
-        if !zone.is_some_and(|zone| zone.role == ZoneRole::Authoritative) {
-            return false;
-        }
         let mut buf = [0; name::MAX_NAME_LEN];
         let Ok(name) = name::parse_in(qname.as_bytes(), directory.zones(), &mut buf) else {
             return false;
         };
+        // A local zone's group is answered once its authority's view is
+        // known fresh, which waits: the general path's.
+        let zone = directory
+            .zone_configs()
+            .iter()
+            .find(|z| &z.name == name.zone());
+        if !zone.is_some_and(|zone| zone.role == ZoneRole::Authoritative) {
+            return false;
+        }
         let Some(group) = directory.group_of(&name) else {
             return false;
         };
