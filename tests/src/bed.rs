@@ -8,8 +8,9 @@
 //!   only what differs from the defaults.
 //! * [`Bed`] starts a resolver on such a config, with [`Member`]s (a test
 //!   web server per member, serving its probe file from a docroot, and the
-//!   `anycast-agent` that measures it and pushes) started first so that
-//!   their ports are in the config.
+//!   `anycast-agent` that measures it and pushes, or a [`SteadyAgent`] that
+//!   reports a set TUFR) started first so that their ports are in the
+//!   config.
 //!
 //! Timing settings are shorter than the defaults so end-to-end suites stay
 //! quick; tests derive their bounds from them.
@@ -17,10 +18,12 @@
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anycast_proto::probe::ProbeFile;
-use anycast_proto::push::ServerState;
+use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
 use serde_json::Value;
 
 use crate::fixtures::{NO_UPSTREAM, admin_toml, resolver_head_with};
@@ -58,6 +61,8 @@ pub struct Member {
     pub docroot: tempfile::TempDir,
     /// The agent, if started.
     pub agent: Option<Agent>,
+    /// The steady agent standing in for `agent`, if started.
+    pub steady: Option<SteadyAgent>,
 }
 
 impl Member {
@@ -76,6 +81,7 @@ impl Member {
             web,
             docroot,
             agent: None,
+            steady: None,
         }
     }
 
@@ -112,6 +118,12 @@ impl Member {
     /// Starts the member's agent, pushing to `resolver_http`.
     pub fn start_agent(&mut self, resolver_http: SocketAddr) {
         self.agent = Some(start_agent(&self.web, self.docroot.path(), resolver_http));
+    }
+
+    /// Starts a [`SteadyAgent`] for the member, reporting `tufr_ms` to
+    /// `resolver_http`.
+    pub fn start_steady_agent(&mut self, resolver_http: SocketAddr, tufr_ms: f64) {
+        self.steady = Some(SteadyAgent::start(self, resolver_http, tufr_ms));
     }
 
     /// Starts the member's agent reading its server's status page
@@ -464,6 +476,9 @@ pub enum Agents {
         /// The workers each server tells of.
         workers: u32,
     },
+    /// A [`SteadyAgent`] per member, reporting its server's delay as its
+    /// TUFR: the estimates move only with the resolver's own probes.
+    Steady,
 }
 
 impl Agents {
@@ -474,6 +489,10 @@ impl Agents {
             Agents::Measuring => member.start_agent(resolver_http),
             Agents::ReadingStatus { workers } => {
                 member.start_agent_reading_status(resolver_http, workers);
+            }
+            Agents::Steady => {
+                let delay_ms = member.web.delay().as_secs_f64() * 1000.0;
+                member.start_steady_agent(resolver_http, delay_ms);
             }
         }
     }
@@ -646,4 +665,99 @@ heartbeat = "{heartbeat}ms"
         min_push = MIN_PUSH_INTERVAL.as_millis(),
         heartbeat = HEARTBEAT.as_millis(),
     )
+}
+
+/// A scripted agent: pushes the same TUFR for its member, signed with the
+/// bed's key, and writes it into the member's probe file, at once and then
+/// every quarter [`HEARTBEAT`] until dropped. What the resolver sees of the
+/// member then changes only with its own probes, not with what a real
+/// agent's timing meets on a busy machine; and the TUFR may be a lie.
+#[derive(Debug)]
+pub struct SteadyAgent {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl SteadyAgent {
+    /// Reports `tufr_ms` for `member` to `resolver_http`, the first time
+    /// before returning.
+    pub fn start(member: &Member, resolver_http: SocketAddr, tufr_ms: f64) -> SteadyAgent {
+        let mut report = SteadyReport {
+            key: PushKey::new(KEY_ID, SECRET.as_bytes()).expect("the bed's key"),
+            server: member.endpoint(),
+            probe_file: member.docroot.path().join(PROBE_PATH),
+            resolver_http,
+            tufr_ms,
+            seq: 0,
+        };
+        report.send();
+        let (stop, stopped) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT / 4) {
+                report.send();
+            }
+        });
+        SteadyAgent {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SteadyAgent {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A failed report panics the thread; the test sees it there.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One [`SteadyAgent`]'s push and probe file.
+struct SteadyReport {
+    key: PushKey,
+    server: String,
+    probe_file: PathBuf,
+    resolver_http: SocketAddr,
+    tufr_ms: f64,
+    seq: u64,
+}
+
+impl SteadyReport {
+    fn send(&mut self) {
+        self.seq += 1;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        let file = ProbeFile {
+            server: self.server.clone(),
+            state: ServerState::Up,
+            tufr_ms: Some(self.tufr_ms),
+            seq: self.seq,
+            at_ms: now.as_millis() as u64,
+            pad: String::new(),
+        };
+        std::fs::write(&self.probe_file, file.to_json(256)).expect("the probe file");
+        let push = Push {
+            server: self.server.clone(),
+            groups: vec![ADN.into()],
+            state: ServerState::Up,
+            tufr_ms: Some(self.tufr_ms),
+            seq: self.seq,
+            sent_at_ms: now.as_millis() as u64,
+            in_flight: None,
+            workers: None,
+            service_ms: None,
+        };
+        let body = push.to_json();
+        let signature = self.key.sign(self.seq, now.as_secs(), &body).to_string();
+        let response = http::post(
+            self.resolver_http,
+            "/v1/push",
+            &[(SIGNATURE_HEADER, &signature)],
+            &body,
+        );
+        assert_eq!(response.status, 200, "push refused: {}", response.text());
+    }
 }
