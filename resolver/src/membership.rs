@@ -847,7 +847,12 @@ impl Membership {
                     })
                     .collect();
                 match etcd.transact(&expect, &writes).await {
-                    Ok(Outcome::Written(revision)) => Ok(revision),
+                    Ok(Outcome::Written(revision)) => {
+                        // Written: the store is there, whether or not the
+                        // watch has read it yet (as at a resolver's start).
+                        self.reachable(revision);
+                        Ok(revision)
+                    }
                     Ok(Outcome::Conflict) => Err(ChangeError::Conflict {
                         group: changed.join(", "),
                         based_on: changed
