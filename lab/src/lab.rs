@@ -739,6 +739,7 @@ pub fn resolver_config(
                     &[
                         ("calibration", s("ratio")),
                         ("load_model", s("pushed")),
+                        ("pick", s("uniform")),
                         resolvers.clone(),
                     ],
                 ),

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Paired runs of a variant against the default, on every scenario of a
 directory: copies the scenarios to OUT_DIR with the variant's group
-settings on the hybrid group (its own calibration and load model reset to
-the default's first, so the variant differs from the default in the given
-settings only). Run the copies with the `hybrid` policy beside `default`:
+settings on the hybrid group (its own calibration, load model and pick
+reset to the default's first, so the variant differs from the default in
+the given settings only). Run the copies with the `hybrid` policy beside `default`:
 
     python3 lab/tools/variant.py lab/scenarios/suite /tmp/v-least pick=least
     anycast-lab suite /tmp/v-least --policies default,hybrid,oracle
@@ -16,7 +16,7 @@ import pathlib, sys
 src, dst, *settings = sys.argv[1:]
 if not settings:
     sys.exit(__doc__)
-fields = ['calibration = "affine"', 'load_model = "queue"']
+reset = {'calibration': '"affine"', 'load_model': '"queue"', 'pick': '"graded"'}
 for kv in settings:
     key, value = kv.split('=', 1)
     try:
@@ -24,7 +24,8 @@ for kv in settings:
     except ValueError:
         if value not in ('true', 'false'):
             value = f'"{value}"'
-    fields.append(f'{key} = {value}')
+    reset[key] = value
+fields = [f'{key} = {value}' for key, value in reset.items()]
 out = pathlib.Path(dst)
 out.mkdir(parents=True, exist_ok=True)
 for f in sorted(pathlib.Path(src).glob('*.toml')):

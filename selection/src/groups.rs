@@ -542,7 +542,7 @@ impl Default for SelectionConfig {
         Self {
             relative: 0.3,
             slack_ms: 5.0,
-            pick: Pick::Uniform,
+            pick: Pick::Graded,
         }
     }
 }
@@ -550,8 +550,7 @@ impl Default for SelectionConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pick {
-    /// Every member of the set equally likely.
-    #[default]
+    /// Every member of the set equally likely (the paper's).
     Uniform,
     /// Likelihood proportional to the member's weight / its estimate (its
     /// weight alone without an estimate).
@@ -561,6 +560,13 @@ pub enum Pick {
     /// The lesser of two members of the set drawn at random (measured
     /// metrics only).
     Two,
+    /// Likelihood proportional to the member's weight times how far its
+    /// value is below the set's limit (measured metrics only): the best
+    /// members most likely, and a member's share falling to nothing as it
+    /// nears the limit, rather than jumping from its share to nothing as
+    /// it crosses it (the default).
+    #[default]
+    Graded,
 }
 
 #[cfg(test)]

@@ -15,11 +15,14 @@
 //!   while any member is measured; if none is, all are equivalent
 //!   ([`Basis::Unmeasured`]).
 //! * `cost`: the members of least cost. `rr`, `random`: every available member.
-//! * The pick is uniform over the set (round robin for `rr`), or, with
-//!   `pick = "weighted"`, proportional to the member's `weight` over its
-//!   value for the measured metrics (to its `weight` alone for the others),
-//!   so that no single best member draws every client (herding) and an
-//!   operator can give a bigger server a bigger share.
+//! * The pick is drawn from the set, so that no single best member draws
+//!   every client (herding): by default (`graded`) in proportion to the
+//!   member's `weight` times how far its value is below the set's limit,
+//!   for the measured metrics; uniform for the others (round robin for
+//!   `rr`). Or uniform over the set (the paper's), or, with `pick =
+//!   "weighted"`, proportional to the member's `weight` over its value (to
+//!   its `weight` alone for the unmeasured metrics), so that an operator can
+//!   give a bigger server a bigger share.
 
 use std::time::Duration;
 
@@ -316,6 +319,9 @@ pub fn select<'g>(
         (Metric::Rr, _, _) => group.next_rr() % n,
         (_, Pick::Weighted, _) => weighted(&set, rng),
         (_, Pick::Least, Basis::Measured { .. }) => least(&set.values, rng),
+        (_, Pick::Graded, Basis::Measured { limit_ms, .. }) => {
+            draw(&set, rng, |i| limit_ms - value(&set.values, i))
+        }
         (_, Pick::Two, Basis::Measured { .. }) if n > 1 => {
             let a = rng.random_range(0..n);
             let b = (a + rng.random_range(1..n)) % n;
@@ -363,8 +369,14 @@ fn least(values: &[Option<f64>], rng: &mut impl rand::Rng) -> usize {
 /// over its value (over 1 where it has none: `random`, unmeasured).
 fn weighted(set: &EquivalentSet<'_>, rng: &mut impl rand::Rng) -> usize {
     // A floor keeps a zero estimate from taking every pick.
-    let weight =
-        |i: usize| f64::from(set.members[i].weight) / set.values[i].unwrap_or(1.0).max(0.1);
+    draw(set, rng, |i| 1.0 / set.values[i].unwrap_or(1.0).max(0.1))
+}
+
+/// An index drawn with probability proportional to the member's weight
+/// times `share(index)` (shares below 0 count as 0; all of them 0: the
+/// first member).
+fn draw(set: &EquivalentSet<'_>, rng: &mut impl rand::Rng, share: impl Fn(usize) -> f64) -> usize {
+    let weight = |i: usize| f64::from(set.members[i].weight) * share(i).max(0.0);
     let n = set.members.len();
     let total: f64 = (0..n).map(weight).sum();
     let mut point = rng.random::<f64>() * total;
@@ -375,7 +387,7 @@ fn weighted(set: &EquivalentSet<'_>, rng: &mut impl rand::Rng) -> usize {
         }
         point -= w;
     }
-    n.saturating_sub(1)
+    0
 }
 
 #[cfg(test)]
@@ -638,13 +650,19 @@ mod tests {
     /// How often each of three members (10, 11 and 12 ms: all in the set)
     /// is the pick over 3000 answers with `pick`.
     fn picks_of_three(pick: Pick) -> [usize; 3] {
+        picks_of_three_within(pick, 10.0)
+    }
+
+    /// [`picks_of_three`] with the set's limit at `relative` above the
+    /// best (or 5 ms, the slack, if wider).
+    fn picks_of_three_within(pick: Pick, relative: f64) -> [usize; 3] {
         let mut g = group(vec![
             member("10.0.0.1", 0),
             member("10.0.0.2", 0),
             member("10.0.0.3", 0),
         ]);
         g.selection.pick = pick;
-        g.selection.relative = 10.0;
+        g.selection.relative = relative;
         let m = Fixed::default()
             .rt("10.0.0.1", 10.0)
             .rt("10.0.0.2", 11.0)
@@ -674,6 +692,18 @@ mod tests {
         assert_eq!(worst, 0);
         assert!((1850..=2150).contains(&best), "{best}");
         assert!((850..=1150).contains(&middle), "{middle}");
+    }
+
+    #[test]
+    fn a_graded_pick_shares_by_the_distance_to_the_limit() {
+        // Limit 15 ms (10 ms + the 5 ms slack): shares 5, 4 and 3 of 12.
+        let [best, middle, worst] = picks_of_three_within(Pick::Graded, 0.2);
+        assert!((1150..=1350).contains(&best), "{best}");
+        assert!((900..=1100).contains(&middle), "{middle}");
+        assert!((650..=850).contains(&worst), "{worst}");
+        // Far below a wide limit, the three are about equal.
+        let wide = picks_of_three(Pick::Graded);
+        assert!(wide.iter().all(|n| (900..=1100).contains(n)), "{wide:?}");
     }
 
     #[test]

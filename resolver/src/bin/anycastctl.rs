@@ -90,8 +90,9 @@ struct Settings {
     /// Absolute width of the equivalent set, in milliseconds.
     #[arg(long)]
     slack_ms: Option<f64>,
-    /// `uniform`, `weighted` (by 1 / estimate), `least` (the least
-    /// estimate) or `two` (the lesser of two at random).
+    /// `graded` (by the distance below the set's limit), `uniform`,
+    /// `weighted` (by 1 / estimate), `least` (the least estimate) or `two`
+    /// (the lesser of two at random).
     #[arg(long, value_parser = parse_pick)]
     pick: Option<Pick>,
     /// Time between probes of a member, in milliseconds.
@@ -127,11 +128,12 @@ fn parse_answer(s: &str) -> Result<AnswerMode, String> {
 
 fn parse_pick(s: &str) -> Result<Pick, String> {
     match s {
+        "graded" => Ok(Pick::Graded),
         "uniform" => Ok(Pick::Uniform),
         "weighted" => Ok(Pick::Weighted),
         "least" => Ok(Pick::Least),
         "two" => Ok(Pick::Two),
-        _ => Err("expected `uniform`, `weighted`, `least` or `two`".into()),
+        _ => Err("expected `graded`, `uniform`, `weighted`, `least` or `two`".into()),
     }
 }
 
