@@ -378,19 +378,21 @@ impl PushBoard {
     }
 
     /// Records a push as a local zone's authority reports it: no signature
-    /// to check (the authority checked it), kept unless it is older than
-    /// what is already here.
+    /// to check (the authority checked it), kept if it is newer than what
+    /// is already here. The push already here, if the same, stays as it
+    /// is: its arrival is worked out from the age the authority's view
+    /// gives, and every view (one per push of any member, while following)
+    /// would move it by that fetch's own delay, and the handouts counted
+    /// since the push would start again each time.
     pub fn adopt(&self, group: &AnycastName, member: SocketAddr, push: MemberPush) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let previous = state.latest.get(group, member).map(|p| p.seq);
-        if previous.is_some_and(|seq| push.seq < seq) {
+        if previous.is_some_and(|seq| push.seq <= seq) {
             return;
         }
         *state.latest.get_or_insert_with(group, member, || push) = push;
         drop(state);
-        if previous != Some(push.seq) {
-            self.changed();
-        }
+        self.changed();
     }
 
     /// The latest push of `member` for `group`.
@@ -653,5 +655,33 @@ mod tests {
         assert_eq!(counts["stale"], 1);
         assert_eq!(counts["unknown_key"], 1);
         assert_eq!(b.accepted(), 1);
+    }
+
+    /// A local resolver learns each push from every view the authority
+    /// sends, its arrival worked out from the view's age; the same push
+    /// seen again keeps its first arrival, and a newer one replaces it.
+    #[test]
+    fn an_adopted_push_seen_again_keeps_its_arrival() {
+        let board = board();
+        let group = AnycastName::new("web", None, Zone::new("any.example.net").unwrap()).unwrap();
+        let member = "127.0.1.1:8080".parse().unwrap();
+        let t0 = Instant::now();
+        let at = |seq, received| MemberPush {
+            state: ServerState::Up,
+            tufr_ms: Some(4.0),
+            in_flight: Some(3),
+            workers: Some(4),
+            service_ms: Some(2.0),
+            seq,
+            received,
+        };
+        board.adopt(&group, member, at(7, t0));
+        board.adopt(&group, member, at(7, t0 + Duration::from_millis(3)));
+        assert_eq!(board.latest(&group, member).unwrap().received, t0);
+        board.adopt(&group, member, at(6, t0 + Duration::from_millis(5)));
+        assert_eq!(board.latest(&group, member).unwrap().seq, 7);
+        let newer = t0 + Duration::from_millis(9);
+        board.adopt(&group, member, at(8, newer));
+        assert_eq!(board.latest(&group, member).unwrap().received, newer);
     }
 }
