@@ -89,19 +89,13 @@ impl Member {
     /// file (state up, TUFR 1 ms) written once.
     pub fn with_probe_file(addr: impl ToSocketAddrs, delay: Duration) -> Member {
         let member = Member::start_at(addr, delay);
-        let file = ProbeFile {
-            server: member.endpoint(),
-            state: ServerState::Up,
-            tufr_ms: Some(1.0),
-            seq: 1,
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("the clock is after 1970")
-                .as_millis() as u64,
-            pad: String::new(),
-        };
-        std::fs::write(member.docroot.path().join(PROBE_PATH), file.to_json(256))
-            .expect("the probe file");
+        write_probe_file(
+            &member.docroot.path().join(PROBE_PATH),
+            &member.endpoint(),
+            1.0,
+            1,
+            unix_now(),
+        );
         member
     }
 
@@ -708,8 +702,13 @@ impl Drop for SteadyAgent {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
-            // A failed report panics the thread; the test sees it there.
-            let _ = thread.join();
+            // A report that failed panicked the thread: the test fails with
+            // it (unless it is failing already).
+            if let Err(panic) = thread.join()
+                && !thread::panicking()
+            {
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 }
@@ -727,18 +726,8 @@ struct SteadyReport {
 impl SteadyReport {
     fn send(&mut self) {
         self.seq += 1;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("the clock is after 1970");
-        let file = ProbeFile {
-            server: self.server.clone(),
-            state: ServerState::Up,
-            tufr_ms: Some(self.tufr_ms),
-            seq: self.seq,
-            at_ms: now.as_millis() as u64,
-            pad: String::new(),
-        };
-        std::fs::write(&self.probe_file, file.to_json(256)).expect("the probe file");
+        let now = unix_now();
+        write_probe_file(&self.probe_file, &self.server, self.tufr_ms, self.seq, now);
         let push = Push {
             server: self.server.clone(),
             groups: vec![ADN.into()],
@@ -760,4 +749,25 @@ impl SteadyReport {
         );
         assert_eq!(response.status, 200, "push refused: {}", response.text());
     }
+}
+
+/// The time since the Unix epoch.
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+}
+
+/// Writes a probe file at `path` for `server`, up with `tufr_ms`, as of
+/// `at` (since the Unix epoch).
+fn write_probe_file(path: &Path, server: &str, tufr_ms: f64, seq: u64, at: Duration) {
+    let file = ProbeFile {
+        server: server.to_owned(),
+        state: ServerState::Up,
+        tufr_ms: Some(tufr_ms),
+        seq,
+        at_ms: at.as_millis() as u64,
+        pad: String::new(),
+    };
+    std::fs::write(path, file.to_json(256)).expect("the probe file");
 }
