@@ -55,14 +55,15 @@ pub const TAU: Duration = Duration::from_millis(300);
 /// A member: its web server, its docroot, and its agent once started.
 #[derive(Debug)]
 pub struct Member {
+    /// The steady agent standing in for `agent`, if started (dropped
+    /// first: it writes into the docroot).
+    pub steady: Option<SteadyAgent>,
     /// The server clients and probes reach.
     pub web: WebServer,
     /// Where the agent writes the probe file (kept alive with the member).
     pub docroot: tempfile::TempDir,
     /// The agent, if started.
     pub agent: Option<Agent>,
-    /// The steady agent standing in for `agent`, if started.
-    pub steady: Option<SteadyAgent>,
 }
 
 impl Member {
@@ -78,10 +79,10 @@ impl Member {
         let web = WebServer::with_docroot(addr, docroot.path()).expect("a web server");
         web.set_delay(delay);
         Member {
+            steady: None,
             web,
             docroot,
             agent: None,
-            steady: None,
         }
     }
 
@@ -496,11 +497,12 @@ impl Agents {
 /// for its last group. Everything is killed when dropped.
 #[derive(Debug)]
 pub struct Bed {
+    /// The members the bed started, in the order given; a test may take
+    /// one out to stop it. (Dropped before the resolver: a steady agent
+    /// that cannot push fails the test.)
+    pub members: Vec<Member>,
     /// The resolver (a new one after [`Bed::restart`]).
     pub resolver: Resolver,
-    /// The members the bed started, in the order given; a test may take
-    /// one out to stop it.
-    pub members: Vec<Member>,
     config: ResolverConfig,
 }
 
