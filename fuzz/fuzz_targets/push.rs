@@ -149,9 +149,16 @@ fn assert_same_push(a: &Push, b: &Push) {
         a.service_ms,
         b.service_ms
     );
+    assert!(
+        same_tufr(a.stalled_ms, b.stalled_ms),
+        "stalled_ms {:?} became {:?}",
+        a.stalled_ms,
+        b.stalled_ms
+    );
     let strip = |p: &Push| Push {
         tufr_ms: None,
         service_ms: None,
+        stalled_ms: None,
         ..p.clone()
     };
     assert_eq!(strip(a), strip(b));

@@ -155,6 +155,7 @@ pub fn web_push(server: &str, state: ServerState, tufr_ms: Option<f64>, seq: u64
         in_flight: None,
         workers: None,
         service_ms: None,
+        stalled_ms: None,
     }
 }
 

@@ -76,6 +76,15 @@ pub struct Push {
     /// page showed a free worker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_ms: Option<f64>,
+    /// How long, in milliseconds, the server had left the agent's status
+    /// page unanswered when the agent sent this push (since the sending of
+    /// a read that went overdue): a page the server answers at once unless
+    /// it has stopped serving, so a new request will wait out the rest of
+    /// the stall before its turn. The receiver grows it with its own clock
+    /// until a push without it. Absent while the page is answered (or when
+    /// the agent reads no status page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_ms: Option<f64>,
 }
 
 /// Why a push body is unacceptable on its face.
@@ -103,6 +112,9 @@ pub enum PushError {
     /// Service time not finite, negative, or beyond [`MAX_TUFR_MS`].
     #[error("service_ms {0} is not a finite number in 0..={MAX_TUFR_MS}")]
     ServiceOutOfRange(f64),
+    /// Stall not finite, negative, or beyond [`MAX_TUFR_MS`].
+    #[error("stalled_ms {0} is not a finite number in 0..={MAX_TUFR_MS}")]
+    StalledOutOfRange(f64),
 }
 
 impl Push {
@@ -135,6 +147,11 @@ impl Push {
             && !(s.is_finite() && (0.0..=MAX_TUFR_MS).contains(&s))
         {
             return Err(PushError::ServiceOutOfRange(s));
+        }
+        if let Some(s) = push.stalled_ms
+            && !(s.is_finite() && (0.0..=MAX_TUFR_MS).contains(&s))
+        {
+            return Err(PushError::StalledOutOfRange(s));
         }
         Ok(push)
     }
@@ -341,6 +358,7 @@ mod tests {
             in_flight: None,
             workers: None,
             service_ms: None,
+            stalled_ms: None,
         }
     }
 
@@ -445,15 +463,20 @@ mod tests {
         // Absent: not written at all, so a push without them is the same
         // bytes as before they existed, and older receivers accept it.
         let json = String::from_utf8(push().to_json()).unwrap();
-        for field in ["in_flight", "workers", "service_ms"] {
+        for field in ["in_flight", "workers", "service_ms", "stalled_ms"] {
             assert!(!json.contains(field), "{json}");
         }
         let bare =
             br#"{"server":"a:1","groups":["g"],"state":"up","tufr_ms":1,"seq":1,"sent_at_ms":1}"#;
         let parsed = Push::from_json(bare).unwrap();
         assert_eq!(
-            (parsed.in_flight, parsed.workers, parsed.service_ms),
-            (None, None, None)
+            (
+                parsed.in_flight,
+                parsed.workers,
+                parsed.service_ms,
+                parsed.stalled_ms
+            ),
+            (None, None, None, None)
         );
         // Limits included; a down server may still report its queue.
         let edge = Push {
@@ -462,6 +485,7 @@ mod tests {
             in_flight: Some(MAX_IN_FLIGHT),
             workers: Some(MAX_IN_FLIGHT),
             service_ms: Some(MAX_TUFR_MS),
+            stalled_ms: Some(MAX_TUFR_MS),
             ..push()
         };
         assert_eq!(Push::from_json(&edge.to_json()), Ok(edge));
@@ -469,6 +493,7 @@ mod tests {
             in_flight: Some(0),
             workers: Some(1),
             service_ms: Some(0.0),
+            stalled_ms: Some(0.0),
             ..push()
         };
         assert_eq!(Push::from_json(&zero.to_json()), Ok(zero));
@@ -511,6 +536,20 @@ mod tests {
                 ..loaded()
             },
             PushError::ServiceOutOfRange(MAX_TUFR_MS * 2.0),
+        );
+        check(
+            Push {
+                stalled_ms: Some(-1.0),
+                ..loaded()
+            },
+            PushError::StalledOutOfRange(-1.0),
+        );
+        check(
+            Push {
+                stalled_ms: Some(MAX_TUFR_MS + 1.0),
+                ..loaded()
+            },
+            PushError::StalledOutOfRange(MAX_TUFR_MS + 1.0),
         );
         // Not numbers JSON can carry, or not of the field's type.
         for bad in [

@@ -66,6 +66,9 @@ pub enum Sample {
     Refused,
     /// A reading of the server's status page; `None`: the read failed.
     Status(Option<status::PageReading>),
+    /// A read of the status page, sent at this instant, went overdue, and
+    /// the page has not been answered since; `None`: it is answered again.
+    Stalled(Option<std::time::Instant>),
 }
 
 /// The current reading with its sequence number and time, as published.
@@ -290,6 +293,7 @@ async fn smooth_samples(
                     Some(Sample::Failed) => smoother.failure(),
                     Some(Sample::Refused) => smoother.refused(),
                     Some(Sample::Status(page)) => load.status(page, now),
+                    Some(Sample::Stalled(since)) => load.stalled(since),
                 }
             }
         }

@@ -51,6 +51,9 @@ pub struct Load {
     pub workers: Option<u32>,
     /// Estimated service time in milliseconds (TUFR with no queue).
     pub service_ms: Option<f64>,
+    /// Since when the status page has gone unanswered: the sending of a
+    /// read that went overdue (`None` while the page is answered).
+    pub stalled_since: Option<Instant>,
 }
 
 /// How far back the tracker remembers whether workers were free: a
@@ -94,6 +97,8 @@ pub struct LoadTracker {
     last_service: Option<Instant>,
     /// The readings of the last time constant that counted requests.
     counted: VecDeque<Counted>,
+    /// See [`Load::stalled_since`].
+    stalled_since: Option<Instant>,
 }
 
 impl LoadTracker {
@@ -108,6 +113,7 @@ impl LoadTracker {
             service_ms: None,
             last_service: None,
             counted: VecDeque::new(),
+            stalled_since: None,
         }
     }
 
@@ -206,12 +212,20 @@ impl LoadTracker {
         (completed >= MIN_COMPLETED).then(|| (busy * 1000.0 / completed as f64).min(MAX_TUFR_MS))
     }
 
+    /// Records that the status page has gone unanswered since `since`
+    /// (the sending of a read that went overdue), or, `None`, that it is
+    /// answered again.
+    pub fn stalled(&mut self, since: Option<Instant>) {
+        self.stalled_since = since;
+    }
+
     /// What is known now.
     pub fn load(&self) -> Load {
         Load {
             in_flight: self.latest.map(|r| r.in_flight),
             workers: self.workers(),
             service_ms: self.littles_law_ms().or(self.service_ms),
+            stalled_since: self.stalled_since,
         }
     }
 }
@@ -387,5 +401,24 @@ mod tests {
         t.status(page(0, None), later + 2 * MS);
         t.measured(MS, later + 3 * MS);
         assert_eq!(t.load().service_ms, Some(1.0));
+    }
+
+    #[test]
+    fn a_stall_is_in_the_load_until_it_ends() {
+        let t0 = Instant::now();
+        let mut t = LoadTracker::new(TAU, Some(4));
+        t.status(page(1, None), t0);
+        assert_eq!(t.load().stalled_since, None);
+        // The read sent at 100 ms went overdue: the reading is stale, and
+        // a failed read does not end the stall.
+        t.status(None, t0 + 110 * MS);
+        t.stalled(Some(t0 + 100 * MS));
+        t.status(None, t0 + 1100 * MS);
+        assert_eq!(t.load().stalled_since, Some(t0 + 100 * MS));
+        assert_eq!(t.load().in_flight, None);
+        t.stalled(None);
+        t.status(page(3, None), t0 + 1200 * MS);
+        assert_eq!(t.load().stalled_since, None);
+        assert_eq!(t.load().in_flight, Some(3));
     }
 }

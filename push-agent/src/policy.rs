@@ -17,7 +17,9 @@
 //!   `rise_interval` has passed since the last push; and alarming news (a
 //!   TUFR at least twice the one pushed, or down: a wedged or dead server,
 //!   an overload's onset) goes out at once, [`URGENT_INTERVAL`] after the
-//!   last push at the soonest. Every client a resolver sends meanwhile
+//!   last push at the soonest; so does a stall of the status page that
+//!   begins or ends (the resolver grows a pushed stall with its own clock
+//!   until it hears of the end). Every client a resolver sends meanwhile
 //!   meets the slower server, while a server getting faster loses nothing
 //!   by being reported a little late.
 //! * Without significant change, a heartbeat goes out every `heartbeat`, so
@@ -93,10 +95,11 @@ impl PushPolicy {
     }
 
     /// How `now` differs from what was pushed: the larger of what its state
-    /// and TUFR say and what its requests in flight say.
+    /// and TUFR say, what its requests in flight say and what its stall says.
     fn change(&self, pushed: &Reading, now: &Reading) -> Change {
         self.tufr_change(pushed, now)
             .max(in_flight_change(pushed, now))
+            .max(stall_change(pushed, now))
     }
 
     fn tufr_change(&self, pushed: &Reading, now: &Reading) -> Change {
@@ -168,6 +171,19 @@ const ALARMING_RISE: f64 = 2.0;
 /// that keeps getting worse is reported this often, no more).
 pub const URGENT_INTERVAL: Duration = Duration::from_millis(20);
 
+/// What a stall says: one that begins or ends is alarming. The resolver
+/// takes a pushed stall to grow with its own clock until a push says it
+/// ended, so a wedge is news at once, and so is its end: the stall would
+/// otherwise keep growing there, and keep clients away from a server that
+/// answers again.
+fn stall_change(pushed: &Reading, now: &Reading) -> Change {
+    if pushed.load.stalled_since == now.load.stalled_since {
+        Change::Same
+    } else {
+        Change::Alarming
+    }
+}
+
 /// What the requests in flight say: a move by at least a quarter of the
 /// workers (at least 1), or without a worker count by at least 1 and 25 % of
 /// the last pushed value, is significant, and a rise is worse. A queue moves
@@ -224,6 +240,7 @@ mod tests {
                 in_flight,
                 workers,
                 service_ms: None,
+                stalled_since: None,
             },
             ..up(10.0)
         }
@@ -421,6 +438,32 @@ mod tests {
             ..queue(Some(2), Some(4))
         };
         assert_eq!(p.due(&st, &service, soon), t0 + p.heartbeat);
+    }
+
+    #[test]
+    fn a_stall_that_begins_or_ends_goes_out_at_once() {
+        let p = PushPolicy::default();
+        let t0 = Instant::now();
+        let mut st = TargetState::default();
+        p.pushed(&mut st, queue(None, Some(4)), t0);
+        let since = t0 + 50 * Duration::from_millis(1);
+        let stalled = |since| Reading {
+            load: Load {
+                stalled_since: since,
+                ..queue(None, Some(4)).load
+            },
+            ..queue(None, Some(4))
+        };
+        let soon = t0 + Duration::from_millis(60);
+        assert_eq!(p.due(&st, &stalled(Some(since)), soon), soon);
+        p.pushed(&mut st, stalled(Some(since)), soon);
+        // The same stall, older: nothing new (the resolver ages it).
+        let later = soon + Duration::from_millis(100);
+        assert_eq!(p.due(&st, &stalled(Some(since)), later), soon + p.heartbeat);
+        // Its end, once the urgent gap has passed.
+        assert_eq!(p.due(&st, &stalled(None), later), later);
+        let at_once = soon + Duration::from_millis(5);
+        assert_eq!(p.due(&st, &stalled(None), at_once), soon + URGENT_INTERVAL);
     }
 
     #[test]

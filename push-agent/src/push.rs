@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anycast_proto::push::{Push, PushKey, SIGNATURE_HEADER, ServerState};
+use anycast_proto::push::{MAX_TUFR_MS, Push, PushKey, SIGNATURE_HEADER, ServerState};
 use rand::RngExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -52,6 +52,11 @@ impl Pusher {
             in_flight: reading.load.in_flight,
             workers: reading.load.workers,
             service_ms: reading.load.service_ms,
+            stalled_ms: reading
+                .load
+                .stalled_since
+                .map(|since| since.elapsed().as_secs_f64() * 1000.0)
+                .map(|ms| ms.min(MAX_TUFR_MS)),
         };
         let body = push.to_json();
         let signature = self.key.sign(seq, now.as_secs(), &body);
@@ -114,6 +119,7 @@ impl Pusher {
                         state = ?reading.state,
                         tufr_ms = ?reading.tufr_ms,
                         in_flight = ?reading.load.in_flight,
+                        stalled = reading.load.stalled_since.is_some(),
                         "pushed"
                     );
                     policy.pushed(&mut state, reading, Instant::now().into_std());

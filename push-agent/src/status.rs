@@ -261,7 +261,13 @@ impl FailureLog {
 /// agent pushes at once) within about twice that TUFR of the read, before
 /// the TUFR measurement in flight shows it. (A bound below the TUFR moves nothing:
 /// a read late by a scheduling hiccup only makes the queue unknown until
-/// the next read.)
+/// the next read.) The first overdue moment also sends the read's start
+/// ([`Sample::Stalled`]), which the agent pushes at once as the stall's
+/// age: the resolver grows it with its own clock, with no push in
+/// between, so a wedged server leaves the answers as soon as the stall
+/// outlasts its TUFR, not a push of the doubling bound later. The stall
+/// lasts until a read is answered (a reading, or an error before it went
+/// overdue); a read that times out hands it on to the next.
 pub async fn watch(
     config: StatusConfig,
     client: reqwest::Client,
@@ -273,6 +279,8 @@ pub async fn watch(
     let mut log = FailureLog::default();
     // How long a read usually takes (an EWMA of successful reads).
     let mut usual: Option<Duration> = None;
+    // When the read that first went overdue, unanswered since, was sent.
+    let mut stall: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -297,6 +305,10 @@ pub async fn watch(
                     if !std::mem::replace(&mut stale, true) {
                         late.insert(0, Sample::Status(None));
                     }
+                    if stall.is_none() {
+                        stall = Some(started);
+                        late.push(Sample::Stalled(Some(started.into_std())));
+                    }
                     for sample in late {
                         if samples.send(sample).await.is_err() {
                             return;
@@ -305,6 +317,14 @@ pub async fn watch(
                 }
             }
         };
+        // Answered: a reading, or an error in good time. A read that gave
+        // up after going overdue leaves the stall to the next read.
+        if (read.is_ok() || !stale)
+            && stall.take().is_some()
+            && samples.send(Sample::Stalled(None)).await.is_err()
+        {
+            return;
+        }
         let sample = match read {
             Ok(reading) => {
                 let took = started.elapsed();
@@ -603,6 +623,7 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
         };
         let (tx, mut rx) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
+        let asked = std::time::Instant::now();
         let task = tokio::spawn(watch(config, reqwest::Client::new(), tx, shutdown.clone()));
         let mut next = async || {
             tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -610,11 +631,22 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
                 .expect("a sample within 10 s")
                 .expect("the watcher runs")
         };
-        // The reading is stale at once, ...
+        // The reading is stale at once, the wait is a first bound, and the
+        // stall's start is told once, ...
         assert_eq!(next().await, Sample::Status(None));
+        let Sample::AtLeast(first) = next().await else {
+            panic!("a lower bound after the stale reading")
+        };
+        match next().await {
+            Sample::Stalled(Some(since)) => assert!(
+                since >= asked && since + first <= std::time::Instant::now(),
+                "the stall began when the read was sent"
+            ),
+            other => panic!("the stall's start, not {other:?}"),
+        }
         // ... then each doubling of the wait (at most an interval) raises
         // the bound.
-        let mut bounds = Vec::new();
+        let mut bounds = vec![first];
         while bounds.len() < 3 {
             match next().await {
                 Sample::AtLeast(d) => bounds.push(d),
@@ -626,5 +658,77 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
         shutdown.cancel();
         task.await.unwrap();
         held.abort();
+    }
+
+    /// A stall outlives a read that times out, and ends with the first read
+    /// answered.
+    #[tokio::test]
+    async fn a_stall_lasts_across_timed_out_reads_until_one_is_answered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The first two connections are held unanswered; later ones read.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                if held.len() < 2 {
+                    held.push(stream);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let mut request = [0u8; 1024];
+                    let _ = stream.read(&mut request).await;
+                    let page = "Active connections: 3 \nserver accepts handled requests\n 9 9 9 \nReading: 0 Writing: 3 Waiting: 0 \n";
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                        page.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        let config = StatusConfig {
+            url: format!("http://{addr}/nginx_status"),
+            format: StatusFormat::Nginx,
+            workers: Some(4),
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(300),
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let shutdown = CancellationToken::new();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let task = tokio::spawn(watch(config, client, tx, shutdown.clone()));
+        let mut seen = Vec::new();
+        loop {
+            let sample = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a sample within 10 s")
+                .expect("the watcher runs");
+            let answered = matches!(sample, Sample::Status(Some(_)));
+            seen.push(sample);
+            if answered {
+                break;
+            }
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        server.abort();
+        let stalls: Vec<_> = seen
+            .iter()
+            .filter_map(|s| match s {
+                Sample::Stalled(since) => Some(since.is_some()),
+                _ => None,
+            })
+            .collect();
+        // One stall begun by the first read, kept through both timeouts,
+        // ended just before the reading.
+        assert_eq!(stalls, [true, false], "{seen:?}");
+        let n = seen.len();
+        assert_eq!(seen[n - 2], Sample::Stalled(None), "{seen:?}");
+        let timeouts = seen.iter().filter(|s| **s == Sample::Status(None)).count();
+        assert!(timeouts >= 3, "stale, then two reads given up: {seen:?}");
     }
 }

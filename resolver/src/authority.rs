@@ -161,6 +161,8 @@ struct AuthorityPush {
     workers: Option<u32>,
     #[serde(default)]
     service_ms: Option<f64>,
+    #[serde(default)]
+    stalled_ms: Option<f64>,
     age_s: f64,
     seq: u64,
 }
@@ -544,6 +546,7 @@ impl Authorities {
                         in_flight: p.in_flight,
                         workers: p.workers,
                         service_ms: p.service_ms,
+                        stalled_ms: p.stalled_ms,
                         seq: p.seq,
                         received: now.checked_sub(age).unwrap_or(now),
                     },
@@ -865,21 +868,34 @@ mod tests {
             in_flight: Some(6),
             workers: Some(4),
             service_ms: Some(11.5),
+            stalled_ms: Some(30.0),
             age_s: 0.5,
             seq: 7,
         };
         let read: AuthorityPush =
             serde_json::from_value(serde_json::to_value(shown).unwrap()).unwrap();
         assert_eq!(
-            (read.in_flight, read.workers, read.service_ms, read.seq),
-            (Some(6), Some(4), Some(11.5), 7)
+            (
+                read.in_flight,
+                read.workers,
+                read.service_ms,
+                read.stalled_ms,
+                read.seq
+            ),
+            (Some(6), Some(4), Some(11.5), Some(30.0), 7)
         );
         // An authority without them (older, or no status page) still reads.
         let read: AuthorityPush =
             serde_json::from_str(r#"{"state":"down","tufr_ms":null,"age_s":1.0,"seq":8}"#).unwrap();
         assert_eq!(
-            (read.state, read.in_flight, read.workers, read.service_ms),
-            (ServerState::Down, None, None, None)
+            (
+                read.state,
+                read.in_flight,
+                read.workers,
+                read.service_ms,
+                read.stalled_ms
+            ),
+            (ServerState::Down, None, None, None, None)
         );
     }
 }

@@ -88,6 +88,7 @@ impl Observed<'_> {
                 in_flight: p.in_flight,
                 workers: p.workers,
                 service_ms: p.service_ms,
+                stalled_ms: p.stalled_ms,
             })
     }
 

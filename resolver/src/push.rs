@@ -135,6 +135,9 @@ pub struct MemberPush {
     pub workers: Option<u32>,
     /// The server's service time (TUFR with no queue), milliseconds.
     pub service_ms: Option<f64>,
+    /// How long the agent's status read had waited, unanswered, when the
+    /// push came (it grows from `received` until a push says otherwise).
+    pub stalled_ms: Option<f64>,
     /// The push's sequence number.
     pub seq: u64,
     /// When we accepted it (our monotonic clock), for its age.
@@ -244,7 +247,7 @@ impl PushBoard {
         match &result {
             Ok(push) => {
                 self.accepted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(server = %push.server, seq = push.seq, state = ?push.state, tufr_ms = ?push.tufr_ms, "push accepted");
+                tracing::debug!(server = %push.server, seq = push.seq, state = ?push.state, tufr_ms = ?push.tufr_ms, stalled_ms = ?push.stalled_ms, "push accepted");
             }
             Err(refused) => {
                 self.count_and_log(refused, now);
@@ -351,6 +354,7 @@ impl PushBoard {
             in_flight: push.in_flight,
             workers: push.workers,
             service_ms: push.service_ms,
+            stalled_ms: push.stalled_ms,
             seq: push.seq,
             received: now,
         };
@@ -464,6 +468,7 @@ mod tests {
             in_flight: None,
             workers: None,
             service_ms: None,
+            stalled_ms: None,
         }
     }
 
@@ -671,6 +676,7 @@ mod tests {
             tufr_ms: Some(4.0),
             in_flight: Some(3),
             workers: Some(4),
+            stalled_ms: None,
             service_ms: Some(2.0),
             seq,
             received,

@@ -108,6 +108,11 @@ pub struct PushView {
     /// The server's service time in milliseconds, when pushed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_ms: Option<f64>,
+    /// How long the agent's status read had waited, unanswered, when the
+    /// push came (it has grown by `age_s` since, unless a later push says
+    /// otherwise), when pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_ms: Option<f64>,
     /// Seconds since it was accepted.
     pub age_s: f64,
     /// Its sequence number.
@@ -207,6 +212,7 @@ impl GroupView {
                             in_flight: p.in_flight,
                             workers: p.workers,
                             service_ms: p.service_ms,
+                            stalled_ms: p.stalled_ms,
                             age_s: now.saturating_duration_since(p.received).as_secs_f64(),
                             seq: p.seq,
                         }),
@@ -291,7 +297,8 @@ impl GroupView {
     }
 }
 
-/// ` in_flight=N workers=W service_ms=S`, each only when pushed.
+/// ` in_flight=N workers=W service_ms=S stalled_ms=T`, each only when
+/// pushed.
 fn load_words(push: &PushView) -> String {
     let mut words = String::new();
     if let Some(n) = push.in_flight {
@@ -302,6 +309,9 @@ fn load_words(push: &PushView) -> String {
     }
     if let Some(s) = push.service_ms {
         words.push_str(&format!(" service_ms={s:.1}"));
+    }
+    if let Some(s) = push.stalled_ms {
+        words.push_str(&format!(" stalled_ms={s:.1}"));
     }
     words
 }
@@ -348,6 +358,7 @@ mod tests {
             in_flight,
             workers,
             service_ms,
+            stalled_ms: None,
             age_s: 0.5,
             seq: 7,
         }
@@ -391,6 +402,7 @@ mod tests {
                 tufr_ms: Some(4.0),
                 in_flight: Some(1),
                 workers: Some(4),
+                stalled_ms: None,
                 service_ms: None,
                 seq: 9,
                 received: Instant::now(),
@@ -412,6 +424,18 @@ mod tests {
         assert_eq!(
             load_words(&push(Some(6), Some(4), Some(11.5))),
             " in_flight=6 workers=4 service_ms=11.5"
+        );
+        let stalled = PushView {
+            stalled_ms: Some(42.0),
+            ..push(None, Some(4), Some(11.5))
+        };
+        assert_eq!(
+            serde_json::to_value(stalled).unwrap()["stalled_ms"],
+            serde_json::json!(42.0)
+        );
+        assert_eq!(
+            load_words(&stalled),
+            " workers=4 service_ms=11.5 stalled_ms=42.0"
         );
         // Absent: neither in the JSON nor in the TXT line.
         let json = serde_json::to_value(push(None, None, None)).unwrap();

@@ -166,9 +166,21 @@ pub struct PushedLoad {
     pub workers: Option<u32>,
     /// Its time until first read when no request waits.
     pub service_ms: Option<f64>,
+    /// How long the agent's status read had waited, unanswered, when the
+    /// push came ([`Self::stall_ms`]).
+    pub stalled_ms: Option<f64>,
 }
 
 impl PushedLoad {
+    /// How long the server has left the agent's status read unanswered by
+    /// `now`, if it had when the push came: the pushed stall grown by the
+    /// time since, as the read is still waiting until a push says
+    /// otherwise (the agent pushes the end of a stall at once).
+    pub fn stall_ms(&self, now: Instant) -> Option<f64> {
+        let since = now.saturating_duration_since(self.received);
+        self.stalled_ms.map(|ms| ms + since.as_secs_f64() * 1000.0)
+    }
+
     /// The time a request answered now will spend in the server, by the
     /// queue model, given the resolver's handouts since this push; `None`
     /// without a TUFR (the server is not up).
@@ -188,7 +200,15 @@ impl PushedLoad {
     /// since the push, `service / workers` (as if every worker were busy:
     /// the cautious reading of a queue not known), or `service` without the
     /// workers either (as if served one at a time).
-    pub fn predicted_server_ms(&self, handed: &Handed) -> Option<QueueEstimate> {
+    ///
+    /// A stall ([`Self::stall_ms`]) adds to either: a server that has left
+    /// its status page unanswered for `S` has stopped serving, the
+    /// requests in it wait where they are, and a new request waits for the
+    /// rest of the stall (taken to be as long as it has lasted so far: a
+    /// pause that has lasted long is likely to last) and then for its turn
+    /// as before. The wait it adds for the others
+    /// (`added_ms`) is its turn's, not the stall's, which they meet anyway.
+    pub fn predicted_server_ms(&self, handed: &Handed, now: Instant) -> Option<QueueEstimate> {
         let tufr = self.tufr_ms?;
         let service = self.service_ms.unwrap_or(tufr).min(tufr).max(0.0);
         let (queue, server_ms) = match (self.in_flight, self.workers) {
@@ -207,7 +227,7 @@ impl PushedLoad {
         Some(QueueEstimate {
             queue,
             since_push: handed.since_push,
-            server_ms,
+            server_ms: server_ms + self.stall_ms(now).unwrap_or(0.0),
             added_ms: (server_ms - service).max(0.0),
         })
     }
@@ -512,7 +532,7 @@ impl MemberEstimator {
                     travel: ms(0.75 * base),
                     done: ms(rt - 0.25 * base),
                 });
-                p.predicted_server_ms(&own.times(self.config.resolvers))
+                p.predicted_server_ms(&own.times(self.config.resolvers), now)
             }
             _ => None,
         };
@@ -612,6 +632,7 @@ mod tests {
             state: ServerState::Up,
             tufr_ms: Some(tufr),
             received: at,
+            stalled_ms: None,
         }
     }
 
@@ -949,6 +970,7 @@ mod queue_tests {
             in_flight,
             workers,
             service_ms: Some(20.0),
+            stalled_ms: None,
         }
     }
 
@@ -966,7 +988,7 @@ mod queue_tests {
             tufr_ms: Some(20.0),
             ..queue(Some(2), Some(4))
         };
-        let server = |n| p.predicted_server_ms(&since(n)).unwrap();
+        let server = |n| p.predicted_server_ms(&since(n), p.received).unwrap();
         // Two in flight, four workers: one more still finds one free.
         assert_eq!(server(0.0).server_ms, 20.0);
         assert_eq!(server(1.0).server_ms, 20.0);
@@ -981,16 +1003,61 @@ mod queue_tests {
     #[test]
     fn without_the_queue_each_handout_counts_a_service_time() {
         let p = queue(None, None);
-        let server = |n| p.predicted_server_ms(&since(n)).unwrap().server_ms;
+        let server = |n| {
+            p.predicted_server_ms(&since(n), p.received)
+                .unwrap()
+                .server_ms
+        };
         assert_eq!(server(0.0), 30.0);
         assert_eq!(server(2.0), 70.0);
         assert_eq!(server(-2.0), 30.0, "no credit for what is not known");
         // With the workers but not the queue (the status page went quiet):
         // a service time shared by the workers each.
         let p = queue(None, Some(4));
-        assert_eq!(p.predicted_server_ms(&since(2.0)).unwrap().server_ms, 40.0);
+        assert_eq!(
+            p.predicted_server_ms(&since(2.0), p.received)
+                .unwrap()
+                .server_ms,
+            40.0
+        );
         let down = PushedLoad { tufr_ms: None, ..p };
-        assert_eq!(down.predicted_server_ms(&since(1.0)), None);
+        assert_eq!(down.predicted_server_ms(&since(1.0), p.received), None);
+    }
+
+    #[test]
+    fn a_pushed_stall_adds_to_the_wait_and_grows_until_the_next_push() {
+        let p = PushedLoad {
+            stalled_ms: Some(15.0),
+            ..queue(None, Some(4))
+        };
+        let at = |ms: u64| {
+            p.predicted_server_ms(&since(0.0), p.received + Duration::from_millis(ms))
+                .unwrap()
+        };
+        // The pushed TUFR, then the stall as it has grown by now; what a
+        // new request adds for the others is its turn's alone.
+        assert_eq!(at(0).server_ms, 45.0);
+        assert_eq!(at(35).server_ms, 80.0);
+        assert_eq!(at(35).added_ms, 10.0);
+        assert_eq!(at(1000).server_ms, 1045.0);
+        // With the queue known as well: a turn, then the stall.
+        let queued = PushedLoad {
+            stalled_ms: Some(100.0),
+            ..queue(Some(5), Some(4))
+        };
+        let server = queued
+            .predicted_server_ms(&since(0.0), queued.received)
+            .unwrap();
+        assert_eq!((server.server_ms, server.added_ms), (130.0, 10.0));
+        // No stall pushed: nothing added, however old the push.
+        let calm = queue(Some(5), Some(4));
+        let later = calm.received + Duration::from_secs(5);
+        assert_eq!(
+            calm.predicted_server_ms(&since(0.0), later)
+                .unwrap()
+                .server_ms,
+            30.0
+        );
     }
 
     #[test]

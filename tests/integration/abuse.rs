@@ -205,6 +205,7 @@ fn push_request(http: SocketAddr, seq: u64, close: bool) -> Vec<u8> {
         in_flight: None,
         workers: None,
         service_ms: None,
+        stalled_ms: None,
     };
     let body = push.to_json();
     let key = PushKey::new(KEY_ID, SECRET.as_bytes()).expect("a valid key");

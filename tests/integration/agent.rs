@@ -1154,6 +1154,7 @@ fn bad_pushes_are_refused_with_their_status_and_change_nothing() {
         in_flight: None,
         workers: None,
         service_ms: None,
+        stalled_ms: None,
     };
     let sign = |key: &PushKey, seq: u64, ts: u64, body: &[u8]| key.sign(seq, ts, body).to_string();
     let send = |signature: Option<&str>, body: &[u8]| {

@@ -222,6 +222,7 @@ fn push(
         in_flight: None,
         workers: None,
         service_ms: None,
+        stalled_ms: None,
     }
     .to_json();
     let signature = key.map(|k| k.sign(seq, now_unix().as_secs(), &body).to_string());

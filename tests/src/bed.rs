@@ -740,6 +740,7 @@ impl SteadyReport {
             in_flight: None,
             workers: None,
             service_ms: None,
+            stalled_ms: None,
         };
         let body = push.to_json();
         let signature = self.key.sign(self.seq, now.as_secs(), &body).to_string();
