@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::push::{MAX_TUFR_MS, ServerState};
+use crate::push::{MAX_TUFR_MS, ServerState, is_milliseconds};
 
 /// Largest probe file a prober reads; anything longer is refused.
 pub const MAX_PROBE_BYTES: usize = 256 * 1024;
@@ -76,7 +76,7 @@ impl ProbeFile {
         let file: ProbeFile =
             serde_json::from_slice(body).map_err(|e| ProbeFileError::Malformed(e.to_string()))?;
         if let Some(t) = file.tufr_ms
-            && !(t.is_finite() && (0.0..=MAX_TUFR_MS).contains(&t))
+            && !is_milliseconds(t)
         {
             return Err(ProbeFileError::TufrOutOfRange(t));
         }

@@ -123,7 +123,7 @@ impl Push {
         let push: Push =
             serde_json::from_slice(body).map_err(|e| PushError::Malformed(e.to_string()))?;
         if let Some(t) = push.tufr_ms
-            && !(t.is_finite() && (0.0..=MAX_TUFR_MS).contains(&t))
+            && !is_milliseconds(t)
         {
             return Err(PushError::TufrOutOfRange(t));
         }
@@ -144,12 +144,12 @@ impl Push {
             return Err(PushError::WorkersOutOfRange(w));
         }
         if let Some(s) = push.service_ms
-            && !(s.is_finite() && (0.0..=MAX_TUFR_MS).contains(&s))
+            && !is_milliseconds(s)
         {
             return Err(PushError::ServiceOutOfRange(s));
         }
         if let Some(s) = push.stalled_ms
-            && !(s.is_finite() && (0.0..=MAX_TUFR_MS).contains(&s))
+            && !is_milliseconds(s)
         {
             return Err(PushError::StalledOutOfRange(s));
         }
@@ -161,6 +161,11 @@ impl Push {
         // A struct of strings and numbers always serialises.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// A time a push may carry: finite, in `0..=MAX_TUFR_MS`.
+pub(crate) fn is_milliseconds(ms: f64) -> bool {
+    ms.is_finite() && (0.0..=MAX_TUFR_MS).contains(&ms)
 }
 
 /// A shared signing key, known to the agent and the resolver.

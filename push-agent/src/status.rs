@@ -601,6 +601,17 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
         );
     }
 
+    /// An nginx status page at `addr`, read every 50 ms.
+    fn nginx_every_50ms(addr: std::net::SocketAddr, timeout: Duration) -> StatusConfig {
+        StatusConfig {
+            url: format!("http://{addr}/nginx_status"),
+            format: StatusFormat::Nginx,
+            workers: Some(4),
+            interval: Duration::from_millis(50),
+            timeout,
+        }
+    }
+
     /// A server that accepts the status request and never answers (wedged)
     /// is reported as slow every interval while the read waits, with the
     /// time waited so far.
@@ -614,13 +625,7 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
                 open.push(stream);
             }
         });
-        let config = StatusConfig {
-            url: format!("http://{addr}/nginx_status"),
-            format: StatusFormat::Nginx,
-            workers: Some(4),
-            interval: Duration::from_millis(50),
-            timeout: Duration::from_secs(30),
-        };
+        let config = nginx_every_50ms(addr, Duration::from_secs(30));
         let (tx, mut rx) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
         let asked = std::time::Instant::now();
@@ -687,13 +692,7 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
                 });
             }
         });
-        let config = StatusConfig {
-            url: format!("http://{addr}/nginx_status"),
-            format: StatusFormat::Nginx,
-            workers: Some(4),
-            interval: Duration::from_millis(50),
-            timeout: Duration::from_millis(300),
-        };
+        let config = nginx_every_50ms(addr, Duration::from_millis(300));
         let (tx, mut rx) = mpsc::channel(64);
         let shutdown = CancellationToken::new();
         let client = reqwest::Client::builder()
