@@ -177,8 +177,8 @@ impl PushedLoad {
     /// time since, as the read is still waiting until a push says
     /// otherwise (the agent pushes the end of a stall at once).
     pub fn stall_ms(&self, now: Instant) -> Option<f64> {
-        let since = now.saturating_duration_since(self.received);
-        self.stalled_ms.map(|ms| ms + since.as_secs_f64() * 1000.0)
+        self.stalled_ms
+            .map(|ms| ms + now.saturating_duration_since(self.received).as_secs_f64() * 1000.0)
     }
 
     /// The time a request answered now will spend in the server, by the
