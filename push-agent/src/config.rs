@@ -265,6 +265,7 @@ impl AgentConfig {
             floor: pp.floor.0,
             min_interval: positive_duration(source, pp.min_interval)?,
             rise_interval: positive_duration(source, pp.rise_interval)?,
+            queue_interval: positive_duration(source, pp.queue_interval)?,
             heartbeat: positive_duration(source, pp.heartbeat)?,
             max_backoff: positive_duration(source, pp.max_backoff)?,
         };
@@ -494,6 +495,7 @@ struct RawPush {
     floor: HumanDuration,
     min_interval: Spanned<HumanDuration>,
     rise_interval: Spanned<HumanDuration>,
+    queue_interval: Spanned<HumanDuration>,
     heartbeat: Spanned<HumanDuration>,
     max_backoff: Spanned<HumanDuration>,
     timeout: Spanned<HumanDuration>,
@@ -508,6 +510,7 @@ impl Default for RawPush {
             floor: d.floor.into(),
             min_interval: spanned(d.min_interval.into()),
             rise_interval: spanned(d.rise_interval.into()),
+            queue_interval: spanned(d.queue_interval.into()),
             heartbeat: spanned(d.heartbeat.into()),
             max_backoff: spanned(d.max_backoff.into()),
             timeout: spanned(Duration::from_secs(2).into()),

@@ -12,16 +12,19 @@
 //!   Workers and the service time ride along: they change slowly, and alone
 //!   they push nothing.
 //! * Pushes to one target are at least `min_interval` apart, except news
-//!   that the server got worse (slower by a significant change, or more
-//!   requests in flight by a significant change): that goes out once
-//!   `rise_interval` has passed since the last push; and alarming news (a
+//!   that the server got slower by a significant change: that goes out once
+//!   `rise_interval` has passed since the last push; news that its requests
+//!   in flight moved, either way: that goes out once `queue_interval` has
+//!   passed (at most `rise_interval`); and alarming news (a
 //!   TUFR at least twice the one pushed, or down: a wedged or dead server,
 //!   an overload's onset) goes out at once, [`URGENT_INTERVAL`] after the
 //!   last push at the soonest; so does a stall of the status page that
 //!   begins or ends (the resolver grows a pushed stall with its own clock
 //!   until it hears of the end). Every client a resolver sends meanwhile
-//!   meets the slower server, while a server getting faster loses nothing
-//!   by being reported a little late.
+//!   meets the slower server. A queue is news both ways: the resolver
+//!   predicts from the pushed queue and its own answers since until the
+//!   next push, so a queue that drained unreported keeps clients off an
+//!   idle server as surely as one that grew sends them into a full one.
 //! * Without significant change, a heartbeat goes out every `heartbeat`, so
 //!   the resolver can tell silence from stability.
 //! * After a failed push the next attempt waits an exponentially growing,
@@ -44,6 +47,9 @@ pub struct PushPolicy {
     /// Least time between two pushes when the server got worse (at most
     /// `min_interval`; a longer value counts as `min_interval`).
     pub rise_interval: Duration,
+    /// Least time between two pushes when the requests in flight moved,
+    /// either way (at most `rise_interval`, as above).
+    pub queue_interval: Duration,
     /// Most time between two pushes to one target (the heartbeat).
     pub heartbeat: Duration,
     /// Longest wait after failures.
@@ -57,6 +63,9 @@ impl Default for PushPolicy {
             floor: Duration::from_micros(500),
             min_interval: Duration::from_secs(1),
             rise_interval: Duration::from_millis(250),
+            // The status page's default read interval: a queue that moved is
+            // pushed from the read that shows it.
+            queue_interval: Duration::from_millis(100),
             heartbeat: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
         }
@@ -84,6 +93,10 @@ impl PushPolicy {
             Change::Same => return at + self.heartbeat,
             Change::Significant => self.min_interval,
             Change::Worse => self.rise_interval.min(self.min_interval),
+            Change::Queue => self
+                .queue_interval
+                .min(self.rise_interval)
+                .min(self.min_interval),
             Change::Alarming => URGENT_INTERVAL.min(self.rise_interval),
         };
         (at + gap).max(now)
@@ -159,6 +172,8 @@ enum Change {
     Significant,
     /// The server got worse: worth a push within `rise_interval`.
     Worse,
+    /// Its requests in flight moved: worth a push within `queue_interval`.
+    Queue,
     /// The server stopped answering, or its TUFR at least doubled (a
     /// wedge, an overload's onset): worth a push at once.
     Alarming,
@@ -186,9 +201,9 @@ fn stall_change(pushed: &Reading, now: &Reading) -> Change {
 
 /// What the requests in flight say: a move by at least a quarter of the
 /// workers (at least 1), or without a worker count by at least 1 and 25 % of
-/// the last pushed value, is significant, and a rise is worse. A queue moves
-/// in whole requests, so with few workers every one counts; with many, a
-/// quarter of them is what changes a prediction.
+/// the last pushed value, is news to push soon, whichever way it went. A
+/// queue moves in whole requests, so with few workers every one counts;
+/// with many, a quarter of them is what changes a prediction.
 fn in_flight_change(pushed: &Reading, now: &Reading) -> Change {
     match (pushed.load.in_flight, now.load.in_flight) {
         (Some(old), Some(new)) => {
@@ -197,10 +212,10 @@ fn in_flight_change(pushed: &Reading, now: &Reading) -> Change {
                 Some(workers) => moved >= (workers / 4).max(1),
                 None => moved >= 1 && f64::from(moved) >= 0.25 * f64::from(old),
             };
-            match (significant, new > old) {
-                (false, _) => Change::Same,
-                (true, false) => Change::Significant,
-                (true, true) => Change::Worse,
+            if significant {
+                Change::Queue
+            } else {
+                Change::Same
             }
         }
         (None, None) => Change::Same,
@@ -324,33 +339,33 @@ mod tests {
             p.due(&st, &queue(Some(5), Some(16)), soon),
             t0 + p.heartbeat
         );
-        // A rise is worse news: after rise_interval; a fall after min_interval.
+        // A queue's move is news either way: after queue_interval.
         assert_eq!(
             p.due(&st, &queue(Some(12), Some(16)), soon),
-            t0 + p.rise_interval
+            t0 + p.queue_interval
         );
         assert_eq!(
             p.due(&st, &queue(Some(4), Some(16)), soon),
-            t0 + p.min_interval
+            t0 + p.queue_interval
         );
         // Few workers: every request counts (a step of at least 1).
         p.pushed(&mut st, queue(Some(0), Some(3)), t0);
         assert_eq!(p.due(&st, &queue(Some(0), Some(3)), soon), t0 + p.heartbeat);
         assert_eq!(
             p.due(&st, &queue(Some(1), Some(3)), soon),
-            t0 + p.rise_interval
+            t0 + p.queue_interval
         );
         // The worker count of the new reading decides, else the pushed one's.
         p.pushed(&mut st, queue(Some(8), None), t0);
         assert_eq!(
             p.due(&st, &queue(Some(9), Some(4)), soon),
-            t0 + p.rise_interval
+            t0 + p.queue_interval
         );
         p.pushed(&mut st, queue(Some(8), Some(40)), t0);
         assert_eq!(p.due(&st, &queue(Some(17), None), soon), t0 + p.heartbeat);
         assert_eq!(
             p.due(&st, &queue(Some(18), None), soon),
-            t0 + p.rise_interval
+            t0 + p.queue_interval
         );
         // Workers alone push nothing.
         p.pushed(&mut st, queue(Some(8), Some(16)), t0);
@@ -370,21 +385,24 @@ mod tests {
         assert_eq!(p.due(&st, &queue(Some(24), None), soon), t0 + p.heartbeat);
         assert_eq!(
             p.due(&st, &queue(Some(25), None), soon),
-            t0 + p.rise_interval
+            t0 + p.queue_interval
         );
         assert_eq!(p.due(&st, &queue(Some(16), None), soon), t0 + p.heartbeat);
         assert_eq!(
             p.due(&st, &queue(Some(15), None), soon),
-            t0 + p.min_interval
+            t0 + p.queue_interval
         );
-        // From an idle server, the first request is news.
+        // From an idle server, the first request is news; so is its end.
         p.pushed(&mut st, queue(Some(0), None), t0);
         assert_eq!(
             p.due(&st, &queue(Some(1), None), soon),
-            t0 + p.rise_interval
+            t0 + p.queue_interval
         );
         p.pushed(&mut st, queue(Some(1), None), t0);
-        assert_eq!(p.due(&st, &queue(Some(0), None), soon), t0 + p.min_interval);
+        assert_eq!(
+            p.due(&st, &queue(Some(0), None), soon),
+            t0 + p.queue_interval
+        );
     }
 
     #[test]
@@ -410,25 +428,30 @@ mod tests {
         let soon = t0 + Duration::from_millis(100);
         let mut st = TargetState::default();
         p.pushed(&mut st, queue(Some(2), Some(4)), t0);
-        // Faster, but more requests waiting: worse.
+        // Faster, but more requests waiting: the queue's news.
         let faster_but_queued = Reading {
             tufr_ms: Some(5.0),
             ..queue(Some(3), Some(4))
         };
-        assert_eq!(p.due(&st, &faster_but_queued, soon), t0 + p.rise_interval);
-        // Slower (significantly), with fewer waiting: worse.
+        assert_eq!(p.due(&st, &faster_but_queued, soon), t0 + p.queue_interval);
+        // Slower (significantly), with fewer waiting: the queue's news too.
         let slower = Reading {
             tufr_ms: Some(15.0),
             ..queue(Some(1), Some(4))
         };
-        assert_eq!(p.due(&st, &slower, soon), t0 + p.rise_interval);
-        // A little slower (not significant) with fewer waiting: only the
-        // fall counts, which is not worse.
-        let fewer = Reading {
-            tufr_ms: Some(10.5),
-            ..queue(Some(1), Some(4))
+        assert_eq!(p.due(&st, &slower, soon), t0 + p.queue_interval);
+        // Slower, with the same queue: worse, after rise_interval.
+        let slower_alone = Reading {
+            tufr_ms: Some(15.0),
+            ..queue(Some(2), Some(4))
         };
-        assert_eq!(p.due(&st, &fewer, soon), t0 + p.min_interval);
+        assert_eq!(p.due(&st, &slower_alone, soon), t0 + p.rise_interval);
+        // A queue_interval above rise_interval is rise_interval.
+        let lazy = PushPolicy {
+            queue_interval: 2 * S,
+            ..p
+        };
+        assert_eq!(lazy.due(&st, &slower, soon), t0 + p.rise_interval);
         // The service time alone pushes nothing.
         let service = Reading {
             load: Load {

@@ -35,15 +35,16 @@ pub struct PushLimit {
 }
 
 impl Default for PushLimit {
-    /// 20 pushes a second with bursts of 40, per source: an agent pushes to
-    /// a resolver at most once per `min_interval` (1 s by default), so one
-    /// address carries 20 such agents (a host running several servers, a
-    /// NAT, the testbed on loopback) with room for all of them restarting at
-    /// once, while a flood is cut to the same 20 a second.
+    /// 100 pushes a second with bursts of 200, per source: an agent whose
+    /// server's queue keeps moving pushes to a resolver up to once per
+    /// `queue_interval` (10 a second by default), so one address carries 10
+    /// such agents (a host running several servers, a NAT), with room for
+    /// twice as many restarting at once, while a flood is cut to the same
+    /// 100 a second.
     fn default() -> Self {
         Self {
-            rate: 20.0,
-            burst: 40,
+            rate: 100.0,
+            burst: 200,
             sources: 4096,
         }
     }
