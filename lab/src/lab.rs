@@ -647,6 +647,20 @@ fn millis(d: Duration) -> toml::Value {
     s(format!("{}ms", d.as_millis()))
 }
 
+/// The resolver's per-source push allowance in the lab. Deployed, each
+/// agent pushes from its own host; here every agent pushes from 127.0.0.1,
+/// so the one source gets the resolver's default allowance (100 pushes a
+/// second, bursts of 200) once per agent: a scenario of many servers, or
+/// whose agents push faster than the defaults, is not cut short by its
+/// neighbours' pushes, as it would not be deployed.
+fn push_limit(agents: usize) -> toml::Value {
+    let agents = u32::try_from(agents.max(1)).unwrap_or(u32::MAX);
+    toml::Value::Table(table(&[
+        ("rate", toml::Value::Float(100.0 * f64::from(agents))),
+        ("burst", toml::Value::Integer(200 * i64::from(agents))),
+    ]))
+}
+
 /// The resolver's configuration: loopback only, one zone, three groups over
 /// the same members; or, with `authority`, a local resolver of the zone that
 /// learns them from that authority's HTTP listener.
@@ -716,13 +730,16 @@ pub fn resolver_config(
         ),
         (
             "push",
-            toml::Value::Table(table(&[(
-                "key",
-                toml::Value::Array(vec![toml::Value::Table(table(&[
-                    ("id", s(KEY_ID)),
-                    ("env", s(KEY_ENV)),
-                ]))]),
-            )])),
+            toml::Value::Table(table(&[
+                (
+                    "key",
+                    toml::Value::Array(vec![toml::Value::Table(table(&[
+                        ("id", s(KEY_ID)),
+                        ("env", s(KEY_ENV)),
+                    ]))]),
+                ),
+                ("limit", push_limit(servers.len())),
+            ])),
         ),
         ("zone", toml::Value::Array(vec![toml::Value::Table(zone)])),
         (
