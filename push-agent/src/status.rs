@@ -261,11 +261,14 @@ impl FailureLog {
 /// agent pushes at once) within about twice that TUFR of the read, before
 /// the TUFR measurement in flight shows it. (A bound below the TUFR moves nothing:
 /// a read late by a scheduling hiccup only makes the queue unknown until
-/// the next read.) The first overdue moment also sends the read's start
-/// ([`Sample::Stalled`]), which the agent pushes at once as the stall's
-/// age: the resolver grows it with its own clock, with no push in
-/// between, so a wedged server leaves the answers as soon as the stall
-/// outlasts its TUFR, not a push of the doubling bound later. The stall
+/// the next read.) The first overdue moment also sends when the page last
+/// answered, or the read's start if it never did ([`Sample::Stalled`]):
+/// the server has not been seen answering since, and it may have stopped
+/// at any moment after that answer, the next read only found out. The
+/// agent pushes it at once as the stall's age; the resolver grows it with
+/// its own clock, with no push in between, so a wedged server leaves the
+/// answers as soon as the stall outlasts its TUFR, not a push of the
+/// doubling bound later. The stall
 /// lasts until a read is answered (a reading, or an error before it went
 /// overdue); a read that times out hands it on to the next.
 pub async fn watch(
@@ -279,7 +282,10 @@ pub async fn watch(
     let mut log = FailureLog::default();
     // How long a read usually takes (an EWMA of successful reads).
     let mut usual: Option<Duration> = None;
-    // When the read that first went overdue, unanswered since, was sent.
+    // When the page last answered (a reading, or an error in good time).
+    let mut answered: Option<tokio::time::Instant> = None;
+    // When the stall began: the page's last answer before the read that
+    // first went overdue (that read's start if none came before it).
     let mut stall: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -306,8 +312,9 @@ pub async fn watch(
                         late.insert(0, Sample::Status(None));
                     }
                     if stall.is_none() {
-                        stall = Some(started);
-                        late.push(Sample::Stalled(Some(started.into_std())));
+                        let since = answered.unwrap_or(started);
+                        stall = Some(since);
+                        late.push(Sample::Stalled(Some(since.into_std())));
                     }
                     for sample in late {
                         if samples.send(sample).await.is_err() {
@@ -319,11 +326,11 @@ pub async fn watch(
         };
         // Answered: a reading, or an error in good time. A read that gave
         // up after going overdue leaves the stall to the next read.
-        if (read.is_ok() || !stale)
-            && stall.take().is_some()
-            && samples.send(Sample::Stalled(None)).await.is_err()
-        {
-            return;
+        if read.is_ok() || !stale {
+            answered = Some(tokio::time::Instant::now());
+            if stall.take().is_some() && samples.send(Sample::Stalled(None)).await.is_err() {
+                return;
+            }
         }
         let sample = match read {
             Ok(reading) => {
@@ -665,18 +672,21 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
         held.abort();
     }
 
-    /// A stall outlives a read that times out, and ends with the first read
-    /// answered.
-    #[tokio::test]
-    async fn a_stall_lasts_across_timed_out_reads_until_one_is_answered() {
+    /// A status page on a fresh port that answers the connections `answers`
+    /// picks (numbered from 0 in the order they come) and holds the others
+    /// open, unanswered.
+    async fn status_page(
+        answers: fn(usize) -> bool,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // The first two connections are held unanswered; later ones read.
         let server = tokio::spawn(async move {
             let mut held = Vec::new();
+            let mut connection = 0;
             while let Ok((mut stream, _)) = listener.accept().await {
-                if held.len() < 2 {
+                connection += 1;
+                if !answers(connection - 1) {
                     held.push(stream);
                     continue;
                 }
@@ -692,14 +702,66 @@ Scoreboard: ____W__W___RW__W_______W__________W_____________....................
                 });
             }
         });
+        (addr, server)
+    }
+
+    /// The watcher of the page at `addr`, read every 50 ms on a fresh
+    /// connection each time, giving up on a read after 300 ms.
+    fn watch_every_50ms(
+        addr: std::net::SocketAddr,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        mpsc::Receiver<Sample>,
+        CancellationToken,
+    ) {
         let config = nginx_every_50ms(addr, Duration::from_millis(300));
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(64);
         let shutdown = CancellationToken::new();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
         let task = tokio::spawn(watch(config, client, tx, shutdown.clone()));
+        (task, rx, shutdown)
+    }
+
+    /// A stall is dated from the page's last answer, not from the read
+    /// that found it: the server may have stopped at any moment after that
+    /// answer.
+    #[tokio::test]
+    async fn a_stall_is_dated_from_the_last_answer() {
+        // Two readings, then every read held.
+        let (addr, server) = status_page(|connection| connection < 2).await;
+        let (task, mut rx, shutdown) = watch_every_50ms(addr);
+        let mut last_reading = None;
+        let since = loop {
+            let sample = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a sample within 10 s")
+                .expect("the watcher runs");
+            match sample {
+                Sample::Status(Some(_)) => last_reading = Some(std::time::Instant::now()),
+                Sample::Stalled(Some(since)) => break since,
+                _ => {}
+            }
+        };
+        shutdown.cancel();
+        task.await.unwrap();
+        server.abort();
+        let last_reading = last_reading.expect("two readings before the stall");
+        assert!(
+            since <= last_reading,
+            "the stall began at the last answer, before its reading was received"
+        );
+    }
+
+    /// A stall outlives a read that times out, and ends with the first read
+    /// answered.
+    #[tokio::test]
+    async fn a_stall_lasts_across_timed_out_reads_until_one_is_answered() {
+        // The first two connections are held unanswered; later ones read.
+        let (addr, server) = status_page(|connection| connection >= 2).await;
+        let (task, mut rx, shutdown) = watch_every_50ms(addr);
         let mut seen = Vec::new();
         loop {
             let sample = tokio::time::timeout(Duration::from_secs(10), rx.recv())
