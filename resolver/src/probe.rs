@@ -6,7 +6,9 @@
 //! (jittered by ±10 % so probes of many members spread out), sooner after a
 //! failure (so a dead member is confirmed dead quickly) and while a member
 //! that was down answers again (so it is confirmed back quickly: a server
-//! whose queue has just drained is the fastest there is), never more than
+//! whose queue has just drained is the fastest there is), at once after a
+//! probe the fit missed by much (so a changed path is confirmed within
+//! three of its round trips), never more than
 //! `MAX_CONCURRENT_PROBES` at once across the resolver. The probe traffic a
 //! member sees is therefore fixed by configuration, whatever the query rate.
 //!
@@ -37,9 +39,15 @@ use crate::groups::{Directory, Group, Member, PerMember};
 pub const MAX_CONCURRENT_PROBES: usize = 64;
 
 /// Delay before re-probing a member whose probe just failed, or that is
-/// down and whose probe just succeeded (on its way back up), or whose probe
-/// the fit missed by much (a changed path is confirmed within a second).
+/// down and whose probe just succeeded (on its way back up).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+
+/// Delay before re-probing a member whose probe the fit missed by much: none.
+/// The misses that restart the fit must come in a row, and a probe over a
+/// path that grew takes that path's round trips (two of 150 ms take 300 ms
+/// and more): waiting between them as well kept clients on the longer path
+/// for more than a second after its first probe showed it.
+pub const CONFIRM_AFTER_MISS: Duration = Duration::ZERO;
 
 /// Every member's estimator, fed by the prober.
 #[derive(Debug, Default)]
@@ -83,8 +91,10 @@ impl ProbeBoard {
             if was == Health::Down && e.health() == Health::Up {
                 info!(group = %group.name, member = %member.endpoint(), "member is up again");
             }
-            if e.health() == Health::Down || e.missing() {
+            if e.health() == Health::Down {
                 RETRY_AFTER_FAILURE
+            } else if e.missing() {
+                CONFIRM_AFTER_MISS
             } else {
                 interval
             }
@@ -275,4 +285,48 @@ pub async fn fetch(
     let rt = start.elapsed();
     let file = ProbeFile::from_json(&body).map_err(|e| e.to_string())?;
     Ok((rt, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::groups::AnswerMode;
+    use anycast_proto::Zone;
+
+    /// The prober's next probe: after the interval while the fit holds, at
+    /// once after a probe it misses by much, until the misses restart it.
+    #[test]
+    fn a_probe_the_fit_misses_is_confirmed_at_once() {
+        let zone = Zone::new("any.example.net").unwrap();
+        let member = Member::new("127.0.1.1:80".parse().unwrap());
+        let group = Group::new(
+            AnycastName::new("web", None, zone).unwrap(),
+            5,
+            AnswerMode::One,
+            vec![member.clone()],
+        );
+        let board = ProbeBoard::new();
+        let interval = Duration::from_secs(1);
+        let start = Instant::now();
+        let probe = |i: u32, rt_ms: f64| {
+            let sample = ProbeSample {
+                rt_ms,
+                tufr_ms: Some(5.0),
+            };
+            board.probe_ok(&group, &member, sample, start + interval * i, interval)
+        };
+        // A 20 ms path, probed as usual.
+        for i in 0..5 {
+            assert_eq!(probe(i, 25.0), interval);
+        }
+        // The path grows to 300 ms: the next two probes go at once, and the
+        // third miss restarts the fit, which then holds.
+        assert_eq!(probe(5, 305.0), CONFIRM_AFTER_MISS);
+        assert_eq!(probe(6, 305.0), CONFIRM_AFTER_MISS);
+        assert_eq!(probe(7, 305.0), interval);
+        assert_eq!(probe(8, 305.0), interval);
+        // One miss that the next probe dismisses: back to the interval.
+        assert_eq!(probe(9, 30.0), CONFIRM_AFTER_MISS);
+        assert_eq!(probe(10, 305.0), interval);
+    }
 }
