@@ -810,12 +810,11 @@ fn requests_held_at_the_server_show_as_in_flight_and_fall_back() {
     // The agent reads the web server's nginx-style status page every 100 ms
     // (the default), with 4 workers from its config. The test holds 6 slow
     // requests open at the server: the status page says Writing = 7, the
-    // agent pushes in_flight = 6, a rise of more than max(1, 4 / 4) = 1,
-    // so worse news, pushed within rise_interval (250 ms, at most the
-    // min_interval of 200 ms). Then it releases them, a fall pushed within
-    // min_interval. Bound for each: one status read (100 ms), the push's
-    // interval (200 ms), a poll of the view (20 ms), and slack for debug
-    // builds on two busy cores: 3 s.
+    // agent pushes in_flight = 6, a move of more than max(1, 4 / 4) = 1,
+    // so the queue's news, pushed within queue_interval (100 ms). Then it
+    // releases them, a fall pushed as soon. Bound for each: one status read
+    // (100 ms), the push's interval (100 ms), a poll of the view (20 ms),
+    // and slack for debug builds on two busy cores: 3 s.
     const HELD: u64 = 6;
     const BOUND: Duration = Duration::from_secs(3);
     let web = web_server("127.0.21.1", Duration::from_millis(20));
