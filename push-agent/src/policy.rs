@@ -446,6 +446,13 @@ mod tests {
             ..queue(Some(2), Some(4))
         };
         assert_eq!(p.due(&st, &slower_alone, soon), t0 + p.rise_interval);
+        // A little slower (not significant) with fewer waiting: the fall
+        // alone decides, and it is the queue's news as a rise would be.
+        let fewer = Reading {
+            tufr_ms: Some(10.5),
+            ..queue(Some(1), Some(4))
+        };
+        assert_eq!(p.due(&st, &fewer, soon), t0 + p.queue_interval);
         // A queue_interval above rise_interval is rise_interval.
         let lazy = PushPolicy {
             queue_interval: 2 * S,
